@@ -1,0 +1,30 @@
+"""ext4kit: a pure-Python ext4-compatible file system, checker and crash-consistency lab."""
+
+from .errors import (
+    ChecksumError,
+    CorruptError,
+    Ext4Error,
+    NotExtError,
+    TruncatedImageError,
+    UnsupportedFeatureError,
+)
+
+__version__ = "0.1.0"
+
+
+def open(image, mode: str = "r", **options):  # noqa: A001 - mirrors builtins.open on purpose
+    """Open an ext2/3/4 image (path, or a BlockDevice) and return a FileSystem."""
+    from .fs.filesystem import FileSystem
+
+    return FileSystem.open(image, mode, **options)
+
+
+__all__ = [
+    "open",
+    "Ext4Error",
+    "NotExtError",
+    "TruncatedImageError",
+    "CorruptError",
+    "ChecksumError",
+    "UnsupportedFeatureError",
+]
