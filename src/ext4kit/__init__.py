@@ -4,6 +4,7 @@ from .errors import (
     ChecksumError,
     CorruptError,
     Ext4Error,
+    ImageOpenError,
     NotExtError,
     TruncatedImageError,
     UnsupportedFeatureError,
@@ -16,12 +17,13 @@ def open(image, mode: str = "r", **options):  # noqa: A001 - mirrors builtins.op
     """Open an ext2/3/4 image (path, or a BlockDevice) and return a FileSystem."""
     from .fs.filesystem import FileSystem
 
-    return FileSystem.open(image, mode, **options)
+    return FileSystem.open_image(image, mode, **options)
 
 
 __all__ = [
     "open",
     "Ext4Error",
+    "ImageOpenError",
     "NotExtError",
     "TruncatedImageError",
     "CorruptError",

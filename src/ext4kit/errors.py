@@ -19,6 +19,10 @@ class NotExtError(Ext4Error):
     """The image has no ext2/3/4 superblock (bad magic)."""
 
 
+class ImageOpenError(Ext4Error):
+    """The image file or device cannot be opened (missing, permission, a directory)."""
+
+
 class TruncatedImageError(Ext4Error):
     """A read went past the end of the device."""
 

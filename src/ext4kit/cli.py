@@ -1,0 +1,349 @@
+"""The ``ext4kit`` command line: e2fsprogs-style tools over the library.
+
+Exit codes: 0 success; 1 a named file or path problem (missing, not a directory...);
+4 the image is corrupt in a way that stopped the command; 8 operational error (cannot
+open, not ext2/3/4, truncated, unsupported feature); 16 usage error. Errors are one line
+on stderr, never a traceback (set EXT4KIT_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import os
+import stat as _stat
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import CorruptError, Ext4Error
+
+EXIT_OK, EXIT_PATH, EXIT_CORRUPT, EXIT_OPERATIONAL, EXIT_USAGE = 0, 1, 4, 8, 16
+
+
+def _err(msg: str) -> None:
+    click.echo(f"ext4kit: {msg}", err=True)
+
+
+def _report_problems(fs: Any) -> None:
+    probs = getattr(fs, "problems", [])
+    for p in probs[:5]:
+        _err(f"warning: {p}")
+    if len(probs) > 5:
+        _err(f"warning: ... and {len(probs) - 5} more problems")
+
+
+def guarded(func: Callable) -> Callable:
+    """Turn every failure into one line on stderr and an e2fsprogs-style exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(os.environ.get("EXT4KIT_DEBUG"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                rc = func(*args, **kwargs)
+            except click.exceptions.Exit:
+                raise
+            except click.ClickException:
+                raise
+            except CorruptError as exc:
+                _flush_warnings(caught)
+                if debug:
+                    raise
+                _err(f"{kwargs.get('image', '')}: corrupt file system: {exc}")
+                sys.exit(EXIT_CORRUPT)
+            except Ext4Error as exc:
+                _flush_warnings(caught)
+                if debug:
+                    raise
+                _err(f"{kwargs.get('image', '')}: {exc}")
+                sys.exit(exc.exit_code)
+            except OSError as exc:
+                _flush_warnings(caught)
+                if debug:
+                    raise
+                where = exc.filename if exc.filename is not None else kwargs.get("image", "")
+                _err(f"{where}: {exc.strerror or exc}")
+                sys.exit(EXIT_PATH)
+            except (KeyboardInterrupt, BrokenPipeError):
+                sys.exit(130)
+            except (RecursionError, MemoryError) as exc:
+                _flush_warnings(caught)
+                if debug:
+                    raise
+                _err(f"{kwargs.get('image', '')}: corrupt file system: structure too large or cyclic ({type(exc).__name__})")
+                sys.exit(EXIT_CORRUPT)
+            except Exception as exc:  # never a traceback for a user
+                _flush_warnings(caught)
+                if debug:
+                    raise
+                _err(f"{kwargs.get('image', '')}: internal error: {type(exc).__name__}: {exc}")
+                sys.exit(EXIT_OPERATIONAL)
+            _flush_warnings(caught)
+        sys.exit(rc or 0)
+
+    return wrapper
+
+
+def _flush_warnings(caught: list) -> None:
+    seen = set()
+    for w in caught:
+        msg = str(w.message)
+        if msg not in seen:
+            seen.add(msg)
+            _err(f"warning: {msg}")
+
+
+def _open(image: str, **opts: Any) -> Any:
+    from .fs.filesystem import FileSystem
+
+    return FileSystem.open_image(image, "r", **opts)
+
+
+class _Group(click.Group):
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # usage errors exit 16 like e2fsprogs
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(EXIT_OK)
+        except click.UsageError as exc:
+            exc.show()
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(EXIT_OPERATIONAL)
+        except click.exceptions.Abort:
+            sys.exit(32)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ext4kit")
+def main() -> None:
+    """ext4kit: read, write, check and crash-test ext2/3/4 images."""
+
+
+# ----------------------------------------------------------------------------- info
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--groups", is_flag=True, help="also list every block group")
+@guarded
+def info(image: str, as_json: bool, groups: bool) -> int:
+    """Superblock, features, geometry and journal summary (like dumpe2fs -h)."""
+    from .inspect.info import render_info
+
+    with _open(image) as fs:
+        click.echo(render_info(fs, json=as_json, groups=groups), nl=not as_json or True)
+        _report_problems(fs)
+    return 0
+
+
+# ----------------------------------------------------------------------------- ls
+def _mode_string(mode: int) -> str:
+    return _stat.filemode(mode)
+
+
+def _fmt_time(ns: int) -> str:
+    try:
+        t = _dt.datetime.fromtimestamp(ns / 1e9)
+    except (OverflowError, OSError, ValueError):
+        return "?"
+    return t.strftime("%Y-%m-%d %H:%M")
+
+
+def _long_line(fs: Any, st: os.stat_result, name: str, target: str | None) -> str:
+    if _stat.S_ISCHR(st.st_mode) or _stat.S_ISBLK(st.st_mode):
+        size = f"{os.major(st.st_rdev)}, {os.minor(st.st_rdev)}"
+    else:
+        size = str(st.st_size)
+    line = (f"{_mode_string(st.st_mode)} {st.st_nlink:>3} {st.st_uid:>5} {st.st_gid:>5} "
+            f"{size:>10} {_fmt_time(st.st_mtime_ns)} {name}")
+    if target is not None:
+        line += f" -> {target}"
+    return line
+
+
+def _safe_name(name: str) -> str:
+    # Show undecodable bytes and control characters escaped, as ls -b does.
+    out = []
+    for ch in name:
+        if ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(repr(ch)[1:-1])
+    return "".join(out)
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("path", default="/")
+@click.option("-l", "long", is_flag=True, help="long listing (mode, links, owner, size, mtime)")
+@click.option("-a", "all_", is_flag=True, help="include . and ..")
+@guarded
+def ls(image: str, path: str, long: bool, all_: bool) -> int:
+    """List a directory of the image."""
+    from .fs import dirs
+
+    with _open(image) as fs:
+        st = fs.stat(path)
+        if not _stat.S_ISDIR(st.st_mode):
+            entries = [(os.path.basename(path.rstrip("/")) or path, fs.lstat(path), path)]
+        else:
+            dinode = fs.inode_of(path, follow_symlinks=True)
+            entries = []
+            for e in dirs.iter_entries(fs, dinode, with_dots=all_):
+                name = os.fsdecode(e.name)
+                full = path.rstrip("/") + "/" + name
+                entries.append((name, None, full if name not in (".", "..") else None, e.inode))
+            entries.sort(key=lambda t: os.fsencode(t[0]))
+            entries = [(n, fs.stat_inode(fs.get_inode(ino)), full) for n, _, full, ino in entries]
+        for name, est, _full in entries:
+            if long:
+                target = None
+                if _stat.S_ISLNK(est.st_mode):
+                    target = _safe_name(os.fsdecode(fs._readlink_inode(fs.get_inode(est.st_ino))))
+                click.echo(_long_line(fs, est, _safe_name(name), target))
+            else:
+                click.echo(_safe_name(name))
+        _report_problems(fs)
+    return 0
+
+
+# ----------------------------------------------------------------------------- cat
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("path")
+@guarded
+def cat(image: str, path: str) -> int:
+    """Write a file's content to stdout."""
+    with _open(image) as fs:
+        out = sys.stdout.buffer
+        with fs.open(path, "rb") as f:
+            while True:
+                chunk = f.read(8 << 20)
+                if not chunk:
+                    break
+                out.write(chunk)
+        out.flush()
+        _report_problems(fs)
+    return 0
+
+
+# ----------------------------------------------------------------------------- stat
+@main.command(name="stat")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True)
+@guarded
+def stat_cmd(image: str, path: str, as_json: bool) -> int:
+    """Inode details of PATH (without following a final symlink)."""
+    from .ondisk.inode import FLAG_NAMES
+
+    with _open(image) as fs:
+        inode = fs.inode_of(path, follow_symlinks=False)
+        st = fs.stat_inode(inode)
+        flags = [n for bit, n in FLAG_NAMES.items() if inode.flags & bit]
+        runs = [] if not (inode.is_reg() or inode.is_dir() or inode.is_symlink()) else [
+            {"logical": r.logical, "physical": r.physical, "length": r.length, "uninit": r.uninit}
+            for r in fs.block_map(inode).runs]
+        times = {k: inode.time_ns(k) for k in ("atime", "mtime", "ctime", "crtime")}
+        d: dict[str, Any] = {
+            "path": path, "inode": inode.ino, "type": _type_name(inode.mode),
+            "mode": f"{_stat.S_IMODE(inode.mode):04o}", "links": inode.links_count,
+            "uid": inode.uid, "gid": inode.gid, "size": inode.size, "blocks": st.st_blocks,
+            "flags": flags, "generation": inode.generation, "file_acl": inode.file_acl,
+            "times_ns": times, "extents": runs,
+            "xattrs": {k: v.hex() for k, v in fs.xattrs_of(inode).items()},
+        }
+        if inode.is_symlink():
+            d["target"] = os.fsdecode(fs._readlink_inode(inode))
+        if _stat.S_ISCHR(inode.mode) or _stat.S_ISBLK(inode.mode):
+            d["rdev"] = list(inode.rdev())
+        if fs.sb.metadata_csum:
+            d["checksum"] = f"{inode.stored_checksum():#x}"
+            d["checksum_ok"] = inode.checksum_ok(fs.csum_seed)
+        if as_json:
+            click.echo(json.dumps(d, indent=2))
+        else:
+            click.echo(f"  File: {path}")
+            click.echo(f"  Inode: {inode.ino}   Type: {d['type']}   Mode: {d['mode']}   "
+                       f"Links: {inode.links_count}   Generation: {inode.generation}")
+            click.echo(f"  Uid: {inode.uid}   Gid: {inode.gid}   Size: {inode.size}   "
+                       f"Blocks (512B): {st.st_blocks}")
+            click.echo(f"  Flags: {', '.join(flags) or '-'}   File ACL: {inode.file_acl}")
+            for k, v in times.items():
+                click.echo(f"  {k + ':':8} {_iso_ns(v)}")
+            if "target" in d:
+                click.echo(f"  Target: {_safe_name(d['target'])}")
+            if "rdev" in d:
+                click.echo(f"  Device: {d['rdev'][0]},{d['rdev'][1]}")
+            if "checksum" in d:
+                click.echo(f"  Checksum: {d['checksum']} ({'ok' if d['checksum_ok'] else 'MISMATCH'})")
+            if runs:
+                shown = ", ".join(
+                    f"({r['logical']}-{r['logical'] + r['length'] - 1}):{r['physical']}-"
+                    f"{r['physical'] + r['length'] - 1}{' [uninit]' if r['uninit'] else ''}"
+                    for r in runs[:20])
+                more = f" ... ({len(runs)} extents)" if len(runs) > 20 else ""
+                click.echo(f"  Extents: {shown}{more}")
+            for k, v in fs.xattrs_of(inode).items():
+                click.echo(f"  Xattr: {k} = {v[:64]!r}{'...' if len(v) > 64 else ''}")
+        _report_problems(fs)
+    return 0
+
+
+def _iso_ns(ns: int) -> str:
+    sec, frac = divmod(ns, 10**9)
+    try:
+        base = _dt.datetime.fromtimestamp(sec, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        base = f"@{sec}"
+    return f"{base}.{frac:09d} UTC"
+
+
+def _type_name(mode: int) -> str:
+    return {
+        _stat.S_IFREG: "regular", _stat.S_IFDIR: "directory", _stat.S_IFLNK: "symlink",
+        _stat.S_IFCHR: "character device", _stat.S_IFBLK: "block device",
+        _stat.S_IFIFO: "fifo", _stat.S_IFSOCK: "socket",
+    }.get(_stat.S_IFMT(mode), f"unknown ({_stat.S_IFMT(mode):#o})")
+
+
+# ----------------------------------------------------------------------------- get
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("path")
+@click.argument("dest", type=click.Path())
+@click.option("--no-xattrs", is_flag=True, help="do not copy user.* extended attributes")
+@click.option("-v", "--verbose", is_flag=True)
+@guarded
+def get(image: str, path: str, dest: str, no_xattrs: bool, verbose: bool) -> int:
+    """Copy PATH (a file, or a directory tree) out of the image to DEST."""
+    from .extract import Extractor
+
+    with _open(image) as fs:
+        ex = Extractor(fs, xattrs=not no_xattrs)
+        stats = ex.extract(path, dest)
+        for w in stats.warnings[:20]:
+            _err(f"warning: {w}")
+        if len(stats.warnings) > 20:
+            _err(f"warning: ... and {len(stats.warnings) - 20} more")
+        if verbose:
+            click.echo(f"{stats.files} files, {stats.dirs} directories, {stats.symlinks} symlinks, "
+                       f"{stats.hardlinks} hard links, {stats.specials} special files, "
+                       f"{stats.bytes} bytes")
+        _report_problems(fs)
+    return 0
+
+
+if __name__ == "__main__":
+    main()

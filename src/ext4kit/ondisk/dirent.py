@@ -1,0 +1,106 @@
+"""Directory entries (linear blocks), the checksum tail, and htree (dx) node layouts.
+
+Linear: inode u32, rec_len u16, name_len u8, file_type u8 (filetype feature; else name_len
+is u16), name. Tail (metadata_csum): a fake 12-byte entry with ft 0xDE whose last u32 is
+crc32c(inode_seed, block[:-12]).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from .csum import crc32c_raw
+
+DIRENT = struct.Struct("<IHBB")
+DIRENT_OLD = struct.Struct("<IHH")
+TAIL_SIZE = 12
+TAIL_FT = 0xDE
+DX_ROOT_INFO = struct.Struct("<IBBBB")  # reserved_zero, hash_version, info_length, indirect_levels, unused_flags
+DX_COUNTLIMIT = struct.Struct("<HH")  # limit, count
+DX_ENTRY = struct.Struct("<II")  # hash, block
+DX_TAIL = struct.Struct("<II")  # reserved, checksum
+
+DX_HASH_LEGACY = 0
+DX_HASH_HALF_MD4 = 1
+DX_HASH_TEA = 2
+DX_HASH_LEGACY_UNSIGNED = 3
+DX_HASH_HALF_MD4_UNSIGNED = 4
+DX_HASH_TEA_UNSIGNED = 5
+DX_HASH_SIPHASH = 6
+HASH_NAMES = {0: "legacy", 1: "half_md4", 2: "tea", 3: "legacy_unsigned",
+              4: "half_md4_unsigned", 5: "tea_unsigned", 6: "siphash"}
+
+
+class DirEntry(NamedTuple):
+    offset: int  # byte offset in the block (or inline buffer)
+    inode: int
+    rec_len: int
+    name: bytes
+    file_type: int
+
+
+def rec_len_from_disk(value: int, block_size: int) -> int:
+    if block_size < 65536:
+        return value
+    if value == 65535 or value == 0:
+        return block_size
+    return (value & 65532) | ((value & 3) << 16)
+
+
+def parse_block(
+    buf: bytes | memoryview, block_size: int, filetype: bool, *, start: int = 0
+) -> tuple[list[DirEntry], str | None]:
+    """Every entry of one directory block (including deleted ones with inode 0).
+
+    Returns (entries, error): error describes the first malformed record; entries before
+    it are returned.
+    """
+    out: list[DirEntry] = []
+    off = start
+    end = len(buf)
+    while off < end:
+        if off + 8 > end:
+            return out, f"directory entry at offset {off} overruns the block"
+        if filetype:
+            ino, rl, nl, ft = DIRENT.unpack_from(buf, off)
+        else:
+            ino, rl, nl = DIRENT_OLD.unpack_from(buf, off)
+            nl &= 0xFF
+            ft = 0
+        rl = rec_len_from_disk(rl, block_size)
+        if rl < 8 or rl % 4 or off + rl > end:
+            return out, f"bad rec_len {rl} at offset {off}"
+        if 8 + nl > rl:
+            return out, f"name_len {nl} exceeds rec_len {rl} at offset {off}"
+        out.append(DirEntry(off, ino, rl, bytes(buf[off + 8 : off + 8 + nl]), ft))
+        off += rl
+    return out, None
+
+
+def has_tail(buf: bytes | memoryview) -> bool:
+    n = len(buf)
+    if n < TAIL_SIZE:
+        return False
+    ino, rl, nl, ft = DIRENT.unpack_from(buf, n - TAIL_SIZE)
+    return ino == 0 and rl == TAIL_SIZE and nl == 0 and ft == TAIL_FT
+
+
+def leaf_checksum(inode_seed: int, buf: bytes | memoryview) -> int:
+    return crc32c_raw(inode_seed, buf[: len(buf) - TAIL_SIZE])
+
+
+def stored_leaf_checksum(buf: bytes | memoryview) -> int:
+    return struct.unpack_from("<I", buf, len(buf) - 4)[0]
+
+
+def dx_node_checksum(inode_seed: int, buf: bytes | memoryview, count_offset: int, count: int, limit: int) -> int:
+    size = count_offset + 8 * count
+    c = crc32c_raw(inode_seed, buf[:size])
+    tail_off = count_offset + 8 * limit
+    c = crc32c_raw(c, bytes(buf[tail_off : tail_off + 4]) + b"\0\0\0\0")
+    return c
+
+
+def stored_dx_checksum(buf: bytes | memoryview, count_offset: int, limit: int) -> int:
+    return struct.unpack_from("<I", buf, count_offset + 8 * limit + 4)[0]
