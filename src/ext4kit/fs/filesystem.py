@@ -275,6 +275,10 @@ class FileSystem:
             self._bmap_cache.popitem(last=False)
         return bmap
 
+    def inode_block_map(self, inode: Inode) -> list:
+        """The file's runs as (logical, physical, length, uninit) tuples, sorted by logical."""
+        return list(self.block_map(inode).runs)
+
     def inline_data(self, inode: Inode) -> bytes:
         """The full inline body: 60 bytes of i_block followed by the system.data xattr."""
         extra = b""

@@ -1,0 +1,72 @@
+"""Shared helpers for `make bench`: timing whole processes, building images, kernel mounts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXT4KIT = [sys.executable, "-m", "ext4kit"]
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, capture_output=True, **kw)
+
+
+def timed(cmd: list[str], repeat: int = 3, setup=None, stdout=subprocess.DEVNULL) -> float:
+    """Best wall time of ``repeat`` runs of a whole process (setup() before each run)."""
+    best = float("inf")
+    for _ in range(repeat):
+        if setup:
+            setup()
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=stdout, stderr=subprocess.PIPE)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def drop_caches() -> None:
+    """Drop the page cache so every run reads from the device (needs root)."""
+    os.sync()
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def can_mount() -> str | None:
+    """None when kernel loop mounts work here, else the reason."""
+    if os.geteuid() != 0:
+        return "not root"
+    if not shutil.which("mount") or not Path("/dev/loop-control").exists():
+        return "no loop device support"
+    return None
+
+
+@contextlib.contextmanager
+def loop_mount(image: Path, options: str = "ro"):
+    mnt = Path(tempfile.mkdtemp(prefix="e4k-mnt-"))
+    mounted = False
+    try:
+        subprocess.run(["mount", "-o", f"loop,{options}", str(image), str(mnt)], check=True,
+                       capture_output=True)
+        mounted = True
+        yield mnt
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(mnt)], check=False, capture_output=True)
+        with contextlib.suppress(OSError):
+            mnt.rmdir()
+
+
+def scratch(name: str) -> Path:
+    base = Path(os.environ.get("EXT4KIT_BENCH_DIR", ROOT / "bench-out"))
+    d = base / name
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    return d
