@@ -616,7 +616,7 @@ def parse_revoke_block(block: bytes | bytearray | memoryview, fmt: TagFormat) ->
     """Revoked block numbers; r_count is checked against the block (as the kernel does)."""
     if len(block) < REVOKE_HEADER_SIZE:
         raise CorruptError("revoke block shorter than its header")
-    _, _, seq, r_count = struct.unpack_from(">IIIi", block, 0)
+    _, _, seq, r_count = struct.unpack_from(">IIII", block, 0)
     if r_count < REVOKE_HEADER_SIZE or r_count > len(block) - fmt.tail_bytes:
         raise CorruptError(f"revoke block r_count {r_count} out of range")
     rec = fmt.revoke_record_bytes
@@ -638,7 +638,7 @@ def pack_revoke_block(
     if r_count > block_size - fmt.tail_bytes:
         raise ValueError(f"{len(blocks)} revoke records do not fit in one block")
     buf = bytearray(block_size)
-    struct.pack_into(">IIIi", buf, 0, JBD2_MAGIC, BLOCKTYPE_REVOKE, sequence & _MASK32, r_count)
+    struct.pack_into(">IIII", buf, 0, JBD2_MAGIC, BLOCKTYPE_REVOKE, sequence & _MASK32, r_count)
     code = "Q" if rec == 8 else "I"
     for b in blocks:
         if rec == 4 and b >> 32:
