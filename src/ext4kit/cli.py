@@ -34,8 +34,9 @@ def _report_problems(fs: Any) -> None:
     probs = getattr(fs, "problems", [])
     for p in probs[:5]:
         _err(f"warning: {p}")
-    if len(probs) > 5:
-        _err(f"warning: ... and {len(probs) - 5} more problems")
+    more = len(probs) - 5 + getattr(fs, "problems_dropped", 0)
+    if more > 0:
+        _err(f"warning: ... and {more} more problems")
 
 
 def guarded(func: Callable) -> Callable:
@@ -69,6 +70,8 @@ def guarded(func: Callable) -> Callable:
                 if debug:
                     raise
                 where = exc.filename if exc.filename is not None else kwargs.get("image", "")
+                if isinstance(where, bytes):
+                    where = os.fsdecode(where)
                 _err(f"{where}: {exc.strerror or exc}")
                 sys.exit(EXIT_PATH)
             except (KeyboardInterrupt, BrokenPipeError):
@@ -194,27 +197,50 @@ def ls(image: str, path: str, long: bool, all_: bool) -> int:
     from .fs import dirs
 
     with _open(image) as fs:
-        st = fs.stat(path)
+        st = fs.lstat(path)
+        if _stat.S_ISLNK(st.st_mode) and (not long or path.endswith("/")):
+            try:  # like ls: follow a symlink operand unless -l; show a dangling one as is
+                st = fs.stat(path)
+            except OSError:
+                pass
+        failed = 0
         if not _stat.S_ISDIR(st.st_mode):
-            entries = [(os.path.basename(path.rstrip("/")) or path, fs.lstat(path), path)]
+            rows: list[tuple[str, Any]] = [
+                (os.path.basename(path.rstrip("/")) or path, fs.inode_of(path))]
         else:
             dinode = fs.inode_of(path, follow_symlinks=True)
-            entries = []
-            for e in dirs.iter_entries(fs, dinode, with_dots=all_):
-                name = os.fsdecode(e.name)
-                full = path.rstrip("/") + "/" + name
-                entries.append((name, None, full if name not in (".", "..") else None, e.inode))
-            entries.sort(key=lambda t: os.fsencode(t[0]))
-            entries = [(n, fs.stat_inode(fs.get_inode(ino)), full) for n, _, full, ino in entries]
-        for name, est, _full in entries:
-            if long:
-                target = None
-                if _stat.S_ISLNK(est.st_mode):
-                    target = _safe_name(os.fsdecode(fs._readlink_inode(fs.get_inode(est.st_ino))))
-                click.echo(_long_line(fs, est, _safe_name(name), target))
-            else:
+            names = [(os.fsdecode(e.name), e.inode)
+                     for e in dirs.iter_entries(fs, dinode, with_dots=all_)]
+            names.sort(key=lambda t: os.fsencode(t[0]))
+            rows = []
+            for name, ino in names:
+                if not long:
+                    rows.append((name, None))
+                    continue
+                try:
+                    rows.append((name, fs.get_inode(ino)))
+                except CorruptError as exc:  # one broken entry does not hide the others
+                    _err(f"warning: {_safe_name(name)}: {exc}")
+                    rows.append((name, exc))
+                    failed += 1
+        for name, inode in rows:
+            if not long:
                 click.echo(_safe_name(name))
+            elif isinstance(inode, Exception):
+                click.echo(f"?{'?' * 9} {'?':>3} {'?':>5} {'?':>5} {'?':>10} {'?':16} {_safe_name(name)}")
+            else:
+                target = None
+                if inode.is_symlink():
+                    try:
+                        target = _safe_name(os.fsdecode(fs._readlink_inode(inode)))
+                    except CorruptError as exc:
+                        _err(f"warning: {_safe_name(name)}: {exc}")
+                        target = "?"
+                        failed += 1
+                click.echo(_long_line(fs, fs.stat_inode(inode), _safe_name(name), target))
         _report_problems(fs)
+        if failed:
+            raise CorruptError(f"{failed} {'entry' if failed == 1 else 'entries'} could not be shown in full")
     return 0
 
 
@@ -319,6 +345,19 @@ def _type_name(mode: int) -> str:
 
 
 # ----------------------------------------------------------------------------- get
+def _raise_fd_limit(want: int) -> None:
+    """Lift this process's soft open-file limit towards ``want`` (never above the hard one)."""
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (OSError, ValueError):
+        pass
+
+
 @main.command()
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.argument("path")
@@ -328,8 +367,9 @@ def _type_name(mode: int) -> str:
 @guarded
 def get(image: str, path: str, dest: str, no_xattrs: bool, verbose: bool) -> int:
     """Copy PATH (a file, or a directory tree) out of the image to DEST."""
-    from .extract import Extractor
+    from .extract import MAX_DEPTH, Extractor
 
+    _raise_fd_limit(MAX_DEPTH + 256)  # the copy holds one fd per directory level
     with _open(image) as fs:
         ex = Extractor(fs, xattrs=not no_xattrs)
         stats = ex.extract(path, dest)
@@ -337,11 +377,94 @@ def get(image: str, path: str, dest: str, no_xattrs: bool, verbose: bool) -> int
             _err(f"warning: {w}")
         if len(stats.warnings) > 20:
             _err(f"warning: ... and {len(stats.warnings) - 20} more")
+        for e in stats.errors[:20]:
+            _err(f"warning: not copied: {e}")
+        if len(stats.errors) > 20:
+            _err(f"warning: ... and {len(stats.errors) - 20} more entries not copied")
         if verbose:
             click.echo(f"{stats.files} files, {stats.dirs} directories, {stats.symlinks} symlinks, "
                        f"{stats.hardlinks} hard links, {stats.specials} special files, "
                        f"{stats.bytes} bytes")
         _report_problems(fs)
+        if stats.errors:
+            n = len(stats.errors)
+            # the summary keeps the kind (and exit code) of the first failure
+            kind = type(stats.first_error) if isinstance(stats.first_error, Ext4Error) else CorruptError
+            raise kind(f"{n} {'entry' if n == 1 else 'entries'} could not be copied "
+                       f"(the rest was); first: {stats.errors[0]}")
+    return 0
+
+
+
+# ----------------------------------------------------------------------------- mkfs
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("size", required=False)
+@click.option("-t", "fs_type", type=click.Choice(["ext2", "ext3", "ext4"]), default="ext4",
+              show_default=True, help="file system type")
+@click.option("-b", "block_size", type=click.Choice(["1024", "2048", "4096"]), help="block size")
+@click.option("-N", "inodes", type=int, help="number of inodes")
+@click.option("-i", "bytes_per_inode", type=int, help="bytes per inode")
+@click.option("-I", "inode_size", type=int, help="inode size in bytes")
+@click.option("-J", "journal_opts", help="journal options: size=MiB")
+@click.option("-O", "features", multiple=True, help="features: name,^name,...")
+@click.option("-L", "label", help="volume label (16 bytes at most)")
+@click.option("-U", "uuid", help="file system UUID (or random, time, clear)")
+@click.option("-m", "reserved_percent", type=float, help="reserved blocks percentage (default 5)")
+@click.option("-E", "extended", multiple=True,
+              help="extended options: root_owner[=UID:GID], hash_seed=UUID")
+@click.option("-d", "source_dir", type=click.Path(file_okay=False), help="populate from a directory")
+@click.option("-q", "quiet", is_flag=True, help="print nothing on success")
+@guarded
+def mkfs(image: str, size: str | None, fs_type: str, block_size: str | None, inodes: int | None,
+         bytes_per_inode: int | None, inode_size: int | None, journal_opts: str | None,
+         features: tuple[str, ...], label: str | None, uuid: str | None,
+         reserved_percent: float | None, extended: tuple[str, ...], source_dir: str | None,
+         quiet: bool) -> int:
+    """Make an ext2/ext3/ext4 file system on IMAGE, like mke2fs 1.47.
+
+    SIZE takes K, M, G, T suffixes (bytes); a bare number counts blocks of the -b size
+    (1 KiB units without -b, as mke2fs). An existing file is discarded and resized; a
+    block device is used as it is. Without SIZE the file or device size is used.
+    """
+    from .mkfs import mkfs as make_fs
+
+    journal_mib = None
+    if journal_opts is not None:
+        for opt in filter(None, journal_opts.split(",")):
+            key, _, val = opt.partition("=")
+            if key != "size" or not val.isdigit():
+                raise click.UsageError(f"bad journal option '{opt}' (supported: size=MiB)")
+            journal_mib = int(val)
+    root_owner: str | None = None
+    hash_seed = None
+    for ext in extended:
+        for opt in filter(None, ext.split(",")):
+            key, eq, val = opt.partition("=")
+            if key == "root_owner":
+                root_owner = val if eq else f"{os.getuid()}:{os.getgid()}"
+            elif key == "hash_seed" and eq:
+                hash_seed = val
+            elif key in ("lazy_itable_init", "lazy_journal_init", "discard", "nodiscard"):
+                pass  # what mkfs does already (lazy init; a file is discarded, a device is not)
+            else:
+                raise click.UsageError(f"bad extended option '{opt}' "
+                                       "(supported: root_owner=UID:GID, hash_seed=UUID)")
+    res = make_fs(image, size, fs_type=fs_type, block_size=int(block_size) if block_size else None,
+                  inodes=inodes, bytes_per_inode=bytes_per_inode, inode_size=inode_size,
+                  journal_size_mib=journal_mib, features=list(features), label=label, uuid=uuid,
+                  root_owner=root_owner, reserved_percent=reserved_percent, hash_seed=hash_seed,
+                  source_dir=source_dir)
+    if not quiet:
+        g = res.geometry
+        click.echo(f"Creating filesystem with {g.blocks_count} {g.block_size // 1024}k blocks "
+                   f"and {g.inodes_count} inodes")
+        click.echo(f"Filesystem UUID: {res.uuid}")
+        backups = [g.group_first_block(n) for n in g.backup_groups()]
+        if backups:
+            click.echo("Superblock backups stored on blocks: " + ", ".join(map(str, backups)))
+        if res.journal_blocks:
+            click.echo(f"Journal: {res.journal_blocks} blocks")
     return 0
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import stat as _stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from .errors import CorruptError, Ext4Error
 from .fs import dirs
 from .fs.filesystem import FileSystem
 from .ondisk.inode import INLINE_DATA_FL, Inode
@@ -21,6 +24,25 @@ from .ondisk.inode import INLINE_DATA_FL, Inode
 CHUNK = 8 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_DEPTH = 4096
+
+
+def _max_depth() -> int:
+    """Nesting limit: MAX_DEPTH, or fewer when the fd limit would run out first."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return MAX_DEPTH
+    return max(16, min(MAX_DEPTH, soft - 64))
+
+
+@dataclass
+class _Frame:
+    """One open directory of the copy: its inode, host fd, path and entry iterator."""
+
+    inode: Inode
+    fd: int
+    rel: bytes
+    entries: Iterator
+    names: set = field(default_factory=set)
 
 
 @dataclass
@@ -32,6 +54,8 @@ class ExtractStats:
     specials: int = 0
     bytes: int = 0
     warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # entries not copied: the image is broken there
+    first_error: Exception | None = None
 
 
 class Extractor:
@@ -48,9 +72,19 @@ class Extractor:
     def warn(self, msg: str) -> None:
         self.stats.warnings.append(msg)
 
+    def fail(self, rel: bytes, exc: Exception) -> None:
+        """An entry that could not be copied because the image is broken there."""
+        self.stats.errors.append(f"{os.fsdecode(rel) or '/'}: {exc}")
+        if self.stats.first_error is None:
+            self.stats.first_error = exc
+
     # ----------------------------------------------------------------- entry points
     def extract(self, src: str, dest: str) -> ExtractStats:
-        """Copy image path ``src`` to host path ``dest`` (dest becomes the copy)."""
+        """Copy image path ``src`` to host path ``dest`` (dest becomes the copy).
+
+        An entry the image cannot deliver (corrupt map, bad symlink...) is recorded in
+        ``stats.errors`` and skipped; the rest of the tree is still copied.
+        """
         fs = self.fs
         inode = fs.inode_of(src, follow_symlinks=False)
         dest_b = os.fsencode(os.path.abspath(dest))
@@ -59,43 +93,79 @@ class Extractor:
             if not os.path.isdir(dest_b) or os.path.islink(dest_b):
                 os.mkdir(dest_b, 0o700)
             root_fd = os.open(dest_b, _DIR_FLAGS)
-            try:
-                self._root_fd = root_fd
-                self._extract_dir(inode, root_fd, b"", 0)
-                self._set_attrs(inode, None, root_fd, is_dir=True)
-            finally:
-                os.close(root_fd)
+            self._root_fd = root_fd
+            self._copy_tree(inode, root_fd)  # closes root_fd
             return self.stats
         if os.path.isdir(dest_b) and not os.path.islink(dest_b):
             parent, name = dest_b, os.path.basename(os.fsencode(src.rstrip("/")))
         pfd = os.open(parent or b".", _DIR_FLAGS)
         try:
             self._root_fd = pfd
-            self._extract_one(inode, name, pfd, name)
+            self._extract_leaf(inode, name, pfd, name)
         finally:
             os.close(pfd)
         return self.stats
 
     # ----------------------------------------------------------------- walking
-    def _extract_dir(self, dinode: Inode, dfd: int, rel: bytes, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            self.warn(f"{rel!r}: directory nesting too deep, skipped")
-            return
-        if dinode.ino in self._seen_dirs:
-            self.warn(f"{os.fsdecode(rel)}: directory loop, skipped")
-            return
-        self._seen_dirs.add(dinode.ino)
-        for e in dirs.iter_entries(self.fs, dinode):
-            name = e.name
-            if not name or b"/" in name or b"\0" in name or name in (b".", b".."):
-                self.warn(f"{os.fsdecode(rel)}: unsafe entry name {name!r} skipped")
-                continue
-            try:
-                child = self.fs.get_inode(e.inode)
-            except Exception as exc:  # a broken entry must not stop the copy
-                self.warn(f"{os.fsdecode(rel + b'/' + name)}: {exc}")
-                continue
-            self._extract_one(child, name, dfd, rel + b"/" + name if rel else name, depth)
+    def _copy_tree(self, root: Inode, root_fd: int) -> None:
+        """Depth-first copy with an explicit stack (no recursion limit); owns the fds it holds."""
+        self._seen_dirs.add(root.ino)
+        stack = [_Frame(root, root_fd, b"", dirs.iter_entries(self.fs, root))]
+        max_depth = _max_depth()
+        try:
+            while stack:
+                frame = stack[-1]
+                try:
+                    e = next(frame.entries)
+                except StopIteration:
+                    self._finish_dir(stack.pop())
+                    continue
+                except Ext4Error as exc:  # the rest of this directory is unreadable
+                    self.fail(frame.rel, exc)
+                    self._finish_dir(stack.pop())
+                    continue
+                name = e.name
+                rel = frame.rel + b"/" + name if frame.rel else name
+                if not name or b"/" in name or b"\0" in name or name in (b".", b".."):
+                    self.warn(f"{os.fsdecode(frame.rel) or '/'}: unsafe entry name {name!r} skipped")
+                    continue
+                if name in frame.names:
+                    self.warn(f"{os.fsdecode(rel)}: duplicate directory entry skipped")
+                    continue
+                frame.names.add(name)
+                try:
+                    child = self.fs.get_inode(e.inode)
+                    if not child.is_dir():
+                        self._extract_leaf(child, name, frame.fd, rel)
+                        continue
+                    if len(stack) > max_depth:
+                        self.fail(rel, CorruptError(f"directory nesting deeper than {max_depth} levels"))
+                        continue
+                    if child.ino in self._seen_dirs:
+                        self.warn(f"{os.fsdecode(rel)}: directory loop (inode {child.ino} seen before), skipped")
+                        continue
+                    entries = dirs.iter_entries(self.fs, child)
+                except Ext4Error as exc:
+                    self.fail(rel, exc)
+                    continue
+                self._seen_dirs.add(child.ino)
+                self._clear(frame.fd, name, True)
+                try:
+                    os.mkdir(name, 0o700, dir_fd=frame.fd)
+                except FileExistsError:
+                    pass
+                cfd = os.open(name, _DIR_FLAGS, dir_fd=frame.fd)
+                self.stats.dirs += 1
+                stack.append(_Frame(child, cfd, rel, entries))
+        finally:
+            for frame in stack:
+                os.close(frame.fd)
+
+    def _finish_dir(self, frame: _Frame) -> None:
+        try:
+            self._set_attrs(frame.inode, None, frame.fd, is_dir=True)
+        finally:
+            os.close(frame.fd)
 
     def _clear(self, dfd: int, name: bytes, want_dir: bool) -> None:
         try:
@@ -108,33 +178,32 @@ class Extractor:
             raise OSError(errno.EEXIST, "a directory is in the way", os.fsdecode(name))
         os.unlink(name, dir_fd=dfd)
 
-    def _extract_one(self, inode: Inode, name: bytes, dfd: int, rel: bytes, depth: int = 0) -> None:
+    def _extract_leaf(self, inode: Inode, name: bytes, dfd: int, rel: bytes) -> None:
+        """Copy one non-directory; a broken one is recorded in stats.errors and skipped."""
+        try:
+            self._extract_one(inode, name, dfd, rel)
+        except Ext4Error as exc:
+            self.fail(rel, exc)
+            try:  # do not leave a half-written file behind
+                os.unlink(name, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+
+    def _extract_one(self, inode: Inode, name: bytes, dfd: int, rel: bytes) -> None:
         mode = inode.mode
         ftype = _stat.S_IFMT(mode)
-        if ftype != _stat.S_IFDIR and inode.links_count > 1:
+        if ftype == _stat.S_IFDIR:
+            raise AssertionError("directories are copied by _copy_tree")
+        if inode.links_count > 1:
             first = self._links.get(inode.ino)
             if first is not None:
                 self._clear(dfd, name, False)
                 os.link(first, name, src_dir_fd=self._root_fd, dst_dir_fd=dfd, follow_symlinks=False)
                 self.stats.hardlinks += 1
                 return
-            self._links[inode.ino] = rel
-        if ftype == _stat.S_IFDIR:
-            self._clear(dfd, name, True)
-            try:
-                os.mkdir(name, 0o700, dir_fd=dfd)
-            except FileExistsError:
-                pass
-            cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
-            try:
-                self.stats.dirs += 1
-                self._extract_dir(inode, cfd, rel, depth + 1)
-                self._set_attrs(inode, None, cfd, is_dir=True)
-            finally:
-                os.close(cfd)
-            return
         self._clear(dfd, name, False)
         if ftype == _stat.S_IFREG:
+            self.fs.data_size(inode)  # refuse an impossible size before creating anything
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600, dir_fd=dfd)
             try:
@@ -160,6 +229,9 @@ class Extractor:
             self.stats.specials += 1
         else:
             self.warn(f"{os.fsdecode(rel)}: unknown file type {ftype:#o} skipped")
+            return
+        if inode.links_count > 1:
+            self._links[inode.ino] = rel  # only once it exists: later links point at it
 
     # ----------------------------------------------------------------- data
     def _copy_data(self, inode: Inode, fd: int) -> None:
@@ -195,6 +267,9 @@ class Extractor:
             return
         for key, value in self.fs.xattrs_of(inode).items():
             if not key.startswith("user.") and not (self.is_root and key.startswith(("trusted.", "security."))):
+                continue
+            if "\0" in key:
+                self.warn(f"inode {inode.ino}: xattr name {key!r} contains a NUL byte, skipped")
                 continue
             try:
                 os.setxattr(fd, key, value)

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from .filesystem import FileSystem
 
 
+# The kernel refuses trees deeper than ext.MAX_DEPTH (5), but e2fsprogs reads them and
+# e2fsck -n calls such a file system clean (it only offers to flatten the tree), so the
+# reader accepts deeper ones; the walk stays bounded by this and by the visited-node budget.
+MAX_READ_DEPTH = 32
+
+
 class Run(NamedTuple):
     logical: int
     physical: int
@@ -74,7 +80,7 @@ def extent_runs(fs: FileSystem, inode: Inode) -> list[Run]:
     hdr = ext.parse_header(root)
     if hdr.magic != ext.EXT4_EXT_MAGIC:
         raise CorruptError(f"inode {inode.ino}: bad extent header magic {hdr.magic:#x}")
-    if hdr.depth > ext.MAX_DEPTH:
+    if hdr.depth > MAX_READ_DEPTH:
         raise CorruptError(f"inode {inode.ino}: extent tree depth {hdr.depth} too large")
     if hdr.entries > hdr.max or hdr.max > 4:
         raise CorruptError(f"inode {inode.ino}: extent header entries {hdr.entries} > max {hdr.max}")
@@ -155,12 +161,19 @@ def indirect_runs(fs: FileSystem, inode: Inode) -> list[Run]:
         for s, e in zip(starts.tolist(), ends.tolist()):
             runs.append(Run(logical + int(idx[s]), int(vals[s]), e - s, False))
 
+    visited: set[int] = set()
+
     def read_ptrs(blk: int) -> np.ndarray:
         budget[0] -= 1
         if budget[0] < 0:
             raise CorruptError(f"inode {inode.ino}: indirect map larger than the file")
         if blk < first_data or blk >= blocks_count:
             raise CorruptError(f"inode {inode.ino}: indirect block {blk} outside the file system")
+        # a file never uses one indirect block twice; refusing it keeps the map (and its
+        # memory) proportional to the distinct blocks of the image
+        if blk in visited:
+            raise CorruptError(f"inode {inode.ino}: indirect block {blk} used twice (loop)")
+        visited.add(blk)
         return np.frombuffer(fs.read_block(blk), dtype="<u4")
 
     add_pointers(0, np.array(ptrs[:12], dtype=np.int64)[: max(0, min(12, nblocks))])
@@ -191,6 +204,10 @@ def inode_block_map(fs: FileSystem, inode: Inode) -> BlockMap:
 
     if inode.flags & INLINE_DATA_FL:
         return BlockMap([])
+    if not (inode.is_reg() or inode.is_dir() or inode.is_symlink()):
+        return BlockMap([])  # devices keep their number in i_block; fifos, sockets: nothing
+    if inode.is_symlink() and fs._is_fast_symlink(inode):
+        return BlockMap([])  # the target itself lives in i_block
     if inode.flags & EXTENTS_FL:
         return BlockMap(extent_runs(fs, inode))
     return BlockMap(indirect_runs(fs, inode))

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from .filesystem import FileSystem
 
 MAX_DIR_BYTES = 1 << 32  # a directory larger than 4 GiB is treated as corrupt
+_READ_CHUNK_BLOCKS = 256  # directory blocks fetched per read
+_DIRENT_CACHE_BLOCKS = 1024  # parsed directory blocks kept per file system
 
 
 class _HtreeUnusable(Exception):
@@ -34,20 +36,63 @@ def _is_dx_block(buf: bytes, bs: int) -> bool:
 
 def dir_blocks(fs: FileSystem, inode: Inode) -> Iterator[tuple[int, bytes]]:
     """(logical block, bytes) of every allocated block of a directory, in order."""
+    for lblk, _phys, buf in _dir_blocks_at(fs, inode):
+        yield lblk, buf
+
+
+def _dir_blocks_at(fs: FileSystem, inode: Inode) -> Iterator[tuple[int, int, bytes]]:
+    """(logical block, physical block, bytes) of every initialised block of a directory."""
     bs = fs.block_size
     if inode.size > MAX_DIR_BYTES:
         raise CorruptError(f"directory inode {inode.ino} has impossible size {inode.size}")
     bmap = fs.block_map(inode)
     nblocks = (inode.size + bs - 1) // bs
+    mapped = sum(max(0, min(r.length, nblocks - r.logical)) for r in bmap.runs)
+    if mapped > fs.dev.size // bs + 1:
+        # runs may overlap on disk; a directory can still not be larger than the image,
+        # so a listing costs at most one pass over the image
+        raise CorruptError(f"directory inode {inode.ino} maps {mapped} blocks, more than the image holds")
     for run in bmap.runs:
         if run.logical >= nblocks:
             break
+        if run.uninit:
+            continue
         n = min(run.length, nblocks - run.logical)
-        data = fs.read_blocks(run.physical, n)
-        for i in range(n):
-            if run.uninit:
-                continue
-            yield run.logical + i, data[i * bs : (i + 1) * bs]
+        # bounded reads: a huge run is read a slice at a time, not in one allocation
+        for first in range(0, n, _READ_CHUNK_BLOCKS):
+            k = min(_READ_CHUNK_BLOCKS, n - first)
+            data = fs.read_blocks(run.physical + first, k)
+            for i in range(k):
+                yield run.logical + first + i, run.physical + first + i, data[i * bs : (i + 1) * bs]
+
+
+def _parse_leaf(fs: FileSystem, phys: int, buf: bytes, filetype: bool) -> tuple[list[de.DirEntry], str | None]:
+    """de.parse_block with a small cache keyed by physical block (validated by content)."""
+    cache = fs._dirent_cache
+    hit = cache.get(phys)
+    if hit is not None and hit[0] == buf:
+        cache.move_to_end(phys)
+        return hit[1], hit[2]
+    entries, err = de.parse_block(buf, fs.block_size, filetype)
+    cache[phys] = (buf, entries, err)
+    if len(cache) > _DIRENT_CACHE_BLOCKS:
+        cache.popitem(last=False)
+    return entries, err
+
+
+def _verify_dx_node(fs: FileSystem, inode: Inode, lblk: int, buf: bytes, count_off: int,
+                    seed: int) -> None:
+    if count_off == 32:
+        count_off = 24 + buf[29] if len(buf) > 29 else 32  # 24 + dx_root_info.info_length
+    if count_off + 4 > len(buf):
+        return
+    limit, count = de.DX_COUNTLIMIT.unpack_from(buf, count_off)
+    if count > limit or count_off + 8 * limit + 8 > len(buf):
+        return  # no room for a dx tail: structural problems are reported by lookups
+    want = de.dx_node_checksum(seed, buf, count_off, count, limit)
+    if want != de.stored_dx_checksum(buf, count_off, limit):
+        fs.report_checksum(ChecksumError(
+            f"directory inode {inode.ino} htree block {lblk}: checksum mismatch"))
 
 
 def iter_entries(fs: FileSystem, inode: Inode, *, with_dots: bool = False) -> Iterator[de.DirEntry]:
@@ -61,14 +106,21 @@ def iter_entries(fs: FileSystem, inode: Inode, *, with_dots: bool = False) -> It
     if fs.sb.metadata_csum:
         seed = inode_csum_seed(fs.csum_seed, inode.ino, inode.generation)
     indexed = bool(inode.flags & INDEX_FL) and fs.sb.has_compat("dir_index")
-    for lblk, buf in dir_blocks(fs, inode):
+    for lblk, phys, buf in _dir_blocks_at(fs, inode):
         if indexed and lblk > 0 and _is_dx_block(buf, bs):
+            if seed is not None:
+                _verify_dx_node(fs, inode, lblk, buf, 8, seed)
             continue  # interior dx node: no entries
-        if seed is not None and de.has_tail(buf):
+        if indexed and lblk == 0:
+            # the dx root: "." and ".." then the index; its checksum is the dx tail (the
+            # kernel may leave a stale leaf-tail pattern inside the index area)
+            if seed is not None:
+                _verify_dx_node(fs, inode, lblk, buf, 32, seed)
+        elif seed is not None and de.has_tail(buf):
             if de.leaf_checksum(seed, buf) != de.stored_leaf_checksum(buf):
                 fs.report_checksum(ChecksumError(
                     f"directory inode {inode.ino} block {lblk}: checksum mismatch"))
-        entries, err = de.parse_block(buf, bs, filetype)
+        entries, err = _parse_leaf(fs, phys, buf, filetype)
         for e in entries:
             if e.inode == 0:
                 continue
@@ -126,15 +178,15 @@ def _htree_lookup(fs: FileSystem, inode: Inode, name: bytes) -> de.DirEntry | No
     bmap = fs.block_map(inode)
     nblocks = (inode.size + bs - 1) // bs
 
-    def read_lblk(lblk: int) -> bytes:
+    def phys_of(lblk: int) -> int:
         if lblk >= nblocks:
             raise _HtreeUnusable(f"index points past the end (block {lblk})")
         phys = bmap.lookup(lblk)
         if phys is None:
             raise _HtreeUnusable(f"index points to a hole (block {lblk})")
-        return fs.read_block(phys)
+        return phys
 
-    root = read_lblk(0)
+    root = fs.read_block(phys_of(0))
     if len(root) < 40:
         raise _HtreeUnusable("root block too small")
     _, hash_version, info_len, levels, _ = de.DX_ROOT_INFO.unpack_from(root, 24)
@@ -154,52 +206,48 @@ def _htree_lookup(fs: FileSystem, inode: Inode, name: bytes) -> de.DirEntry | No
 
     node = root
     count_off = 32
-    path: list[tuple[list[tuple[int, int]], int]] = []
-    for _level in range(levels + 1):
+    unpack_entry = de.DX_ENTRY.unpack_from
+    for level in range(levels + 1):
         limit, count = de.DX_COUNTLIMIT.unpack_from(node, count_off)
         if count == 0 or count > limit or count_off + 8 * limit > bs:
             raise _HtreeUnusable(f"bad dx count/limit {count}/{limit}")
-        entries = []
-        for i in range(count):
-            h, blk = de.DX_ENTRY.unpack_from(node, count_off + 8 * i)
-            entries.append((0 if i == 0 else h, blk & 0x0FFFFFFF))
-        # last entry whose hash <= target
+        # binary search: the last entry whose hash <= target (entry 0 has hash 0)
         lo, hi = 1, count - 1
         pos = 0
         while lo <= hi:
             mid = (lo + hi) // 2
-            if entries[mid][0] > target:
+            if unpack_entry(node, count_off + 8 * mid)[0] > target:
                 hi = mid - 1
             else:
                 pos = mid
                 lo = mid + 1
-        path.append((entries, pos))
-        if _level < levels:
-            node = read_lblk(entries[pos][1])
+        if level < levels:
+            node = fs.read_block(phys_of(unpack_entry(node, count_off + 8 * pos)[1] & 0x0FFFFFFF))
             count_off = 8
 
     filetype = fs.sb.has_incompat("filetype")
     seed = inode_csum_seed(fs.csum_seed, inode.ino, inode.generation) if fs.sb.metadata_csum else None
-    entries, pos = path[-1]
     guard = 0
     while True:
         guard += 1
         if guard > nblocks + 1:
             raise _HtreeUnusable("collision chain longer than the directory")
-        leaf = read_lblk(entries[pos][1])
+        lblk = unpack_entry(node, count_off + 8 * pos)[1] & 0x0FFFFFFF
+        phys = phys_of(lblk)
+        leaf = fs.read_block(phys)
         if seed is not None and de.has_tail(leaf):
             if de.leaf_checksum(seed, leaf) != de.stored_leaf_checksum(leaf):
                 fs.report_checksum(ChecksumError(
-                    f"directory inode {inode.ino} leaf {entries[pos][1]}: checksum mismatch"))
-        found, err = de.parse_block(leaf, bs, filetype)
+                    f"directory inode {inode.ino} leaf {lblk}: checksum mismatch"))
+        found, err = _parse_leaf(fs, phys, leaf, filetype)
         for e in found:
             if e.inode and e.name == name:
                 return e
         if err:
             raise _HtreeUnusable(err)
         # hash collisions may continue in the next leaf (low bit set on its hash)
-        if pos + 1 < len(entries):
-            nh = entries[pos + 1][0]
+        if pos + 1 < count:
+            nh = unpack_entry(node, count_off + 8 * (pos + 1))[0]
             if nh & 1 and (nh & ~1) == target:
                 pos += 1
                 continue

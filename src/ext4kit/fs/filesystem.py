@@ -36,11 +36,13 @@ from ..ondisk.inode import (
     Inode,
 )
 from ..ondisk.superblock import (
+    EXT4_MAGIC,
     READ_INCOMPAT_READONLY_OK,
     SUPERBLOCK_OFFSET,
     SUPERBLOCK_SIZE,
     Superblock,
 )
+from ..ondisk.superblock import LAYOUT as SB_LAYOUT
 from . import dirs, xattrs
 from .blockmap import BlockMap, inode_block_map
 
@@ -48,6 +50,8 @@ ROOT_INO = 2
 MAX_SYMLINK_FOLLOW = 40
 MAX_PATH_COMPONENTS = 4096
 _CACHE_BLOCKS = 8192
+_CACHE_RUNS = 1 << 20  # block-map runs kept in the map cache, over all cached files
+MAX_PROBLEMS = 1000  # findings kept in fs.problems; later distinct ones are only counted
 
 _DT_TO_IFMT = {v: k for k, v in FT_FROM_MODE.items()}
 
@@ -67,6 +71,10 @@ class FileSystem:
         self.problems: list[Ext4Error] = []
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._bmap_cache: OrderedDict[int, tuple[bytes, BlockMap]] = OrderedDict()
+        self._bmap_cache_runs = 0
+        self._dirent_cache: OrderedDict[int, tuple[bytes, list, str | None]] = OrderedDict()
+        self._problem_keys: set[str] = set()
+        self.problems_dropped = 0
         self._load_superblock(sb_block)
         self._load_group_descriptors()
 
@@ -103,7 +111,16 @@ class FileSystem:
             if self.dev.size < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE:
                 raise NotExtError(f"image too small ({self.dev.size} bytes) to hold an ext2/3/4 file system")
             raw = self.dev.read_exact(offset, SUPERBLOCK_SIZE)
-            sb = Superblock.parse(raw, verify=False)
+            try:
+                sb = Superblock.parse(raw, verify=False)
+            except NotExtError as exc:
+                # like e2fsck: a backup superblock may still describe the file system
+                found = self._find_backup_superblock(raw)
+                if found is None:
+                    raise
+                sb_block, sb = found
+                self.report_corruption(CorruptError(
+                    f"primary superblock unusable ({exc}); using the backup at block {sb_block}"))
         else:
             # -b N is in units of the (unknown) block size: try each size like e2fsck does
             sb = None
@@ -151,6 +168,32 @@ class FileSystem:
                 f"image is {self.dev.size} bytes but the file system claims "
                 f"{self.blocks_count * self.block_size} bytes (truncated image?)")
 
+    def _find_backup_superblock(self, primary: bytes) -> tuple[int, Superblock] | None:
+        """(block, superblock) of the first valid backup in group 1, or None.
+
+        Candidates are the ones e2fsck tries: group 1 as the primary's own geometry places
+        it (when those fields are sane), then 8 * block size (+1 for 1 KiB blocks) for every
+        block size.
+        """
+        cands: list[tuple[int, int]] = []
+        f = SB_LAYOUT.unpack(primary)
+        if f["s_magic"] == EXT4_MAGIC and f["s_log_block_size"] <= 6 and f["s_blocks_per_group"]:
+            cands.append((f["s_first_data_block"] + f["s_blocks_per_group"],
+                          1024 << f["s_log_block_size"]))
+        for bs in (1024, 2048, 4096, 8192, 16384, 32768, 65536):
+            cands.append((bs * 8 + (1 if bs == 1024 else 0), bs))
+        for blk, bs in cands:
+            offset = blk * bs
+            if offset + SUPERBLOCK_SIZE > self.dev.size:
+                continue
+            try:
+                cand = Superblock.parse(self.dev.read(offset, SUPERBLOCK_SIZE), verify=False)
+            except NotExtError:
+                continue
+            if cand.block_size == bs:
+                return blk, cand
+        return None
+
     def _group_first_block(self, g: int) -> int:
         return self.sb.f["s_first_data_block"] + g * self.sb.f["s_blocks_per_group"]
 
@@ -174,6 +217,11 @@ class FileSystem:
         dsz = sb.desc_size
         if self.group_count > (1 << 32) // max(1, dsz):
             raise CorruptError("superblock: impossible number of block groups")
+        if self.group_count * dsz > self.dev.size:
+            # every descriptor occupies its own bytes of the image: the table cannot fit
+            raise CorruptError(
+                f"superblock: {self.group_count} block groups cannot fit in a "
+                f"{self.dev.size}-byte image (block count {self.blocks_count})")
         self.groups: list[GroupDesc] = []
         self.bad_group_checksums: list[int] = []
         blocks: dict[int, bytes] = {}
@@ -206,11 +254,22 @@ class FileSystem:
         if self.csum_policy == "strict":
             raise exc
         if self.csum_policy == "warn":
-            self.problems.append(exc)
+            self._add_problem(exc)
 
     def report_corruption(self, exc: CorruptError) -> None:
         if self.csum_policy == "strict":
             raise exc
+        self._add_problem(exc)
+
+    def _add_problem(self, exc: Ext4Error) -> None:
+        """Record a finding once (re-reading the same structure does not repeat it), bounded."""
+        key = str(exc)
+        if key in self._problem_keys:
+            return
+        if len(self.problems) >= MAX_PROBLEMS:
+            self.problems_dropped += 1
+            return
+        self._problem_keys.add(key)
         self.problems.append(exc)
 
     # ------------------------------------------------------------------ block I/O
@@ -270,9 +329,16 @@ class FileSystem:
         if hit is not None and hit[0] == inode.raw:
             return hit[1]
         bmap = inode_block_map(self, inode)
-        self._bmap_cache[key] = (inode.raw, bmap)
-        if len(self._bmap_cache) > 256:
-            self._bmap_cache.popitem(last=False)
+        cache = self._bmap_cache
+        old = cache.pop(key, None)
+        if old is not None:
+            self._bmap_cache_runs -= len(old[1].runs)
+        cache[key] = (inode.raw, bmap)
+        self._bmap_cache_runs += len(bmap.runs)
+        # bounded by entries and by runs held (maps of hostile files can be large)
+        while len(cache) > 1 and (len(cache) > 256 or self._bmap_cache_runs > _CACHE_RUNS):
+            _, (_, evicted) = cache.popitem(last=False)
+            self._bmap_cache_runs -= len(evicted.runs)
         return bmap
 
     def inode_block_map(self, inode: Inode) -> list:
@@ -286,9 +352,27 @@ class FileSystem:
             extra = xattrs.read_xattrs(self, inode).get("system.data", b"")
         return inode.i_block + extra
 
+    def max_file_size(self, inode: Inode) -> int:
+        """The largest i_size the format allows for this inode's mapping (as e2fsck checks)."""
+        bs = self.block_size
+        if inode.flags & INLINE_DATA_FL:
+            return len(self.inline_data(inode))
+        if inode.flags & EXTENTS_FL:
+            return (1 << 32) * bs - 1
+        per = bs // 4
+        return (12 + per + per * per + per * per * per) * bs
+
+    def data_size(self, inode: Inode) -> int:
+        """i_size, checked against the format's limit before anything reads that many bytes."""
+        size = inode.size
+        if size > self.max_file_size(inode):
+            raise CorruptError(
+                f"inode {inode.ino}: size {size} is larger than its block map can describe")
+        return size
+
     def inode_read(self, inode: Inode, offset: int, length: int) -> bytes:
         """File data [offset, offset+length) clipped to i_size; holes and uninit extents as zeros."""
-        size = inode.size
+        size = self.data_size(inode)
         if offset >= size or length <= 0:
             return b""
         length = min(length, size - offset)
@@ -334,7 +418,7 @@ class FileSystem:
                 if got != rend - rstart:
                     raise TruncatedImageError(
                         f"image truncated: inode {inode.ino} data at byte {phys} lies past the end")
-            filled = rend - pos
+            filled = max(filled, rend - pos)  # overlapping extents (corrupt) never rewind
         if filled < length:
             out[filled:] = bytes(length - filled)
         return length
@@ -398,13 +482,21 @@ class FileSystem:
         size = inode.size
         if size > self.block_size * 16 or size > 65536:
             raise CorruptError(f"symlink inode {inode.ino}: impossible target length {size}")
+        if size == 0:
+            raise CorruptError(f"symlink inode {inode.ino} has an empty target")
         if inode.flags & INLINE_DATA_FL:
-            return self.inline_data(inode)[:size]
-        if self._is_fast_symlink(inode):
+            target = self.inline_data(inode)[:size]
+        elif self._is_fast_symlink(inode):
             if size > 60:
                 raise CorruptError(f"fast symlink inode {inode.ino} with size {size}")
-            return inode.i_block[:size]
-        return self.inode_read(inode, 0, size)
+            target = inode.i_block[:size]
+        else:
+            target = self.inode_read(inode, 0, size)
+        # like the kernel's readlink: the target ends at the first NUL byte
+        target = target.split(b"\0", 1)[0]
+        if not target:
+            raise CorruptError(f"symlink inode {inode.ino} has an empty target")
+        return target
 
     def _is_fast_symlink(self, inode: Inode) -> bool:
         ea_blocks = (self.block_size // 512) if inode.file_acl else 0
@@ -478,36 +570,45 @@ class FileSystem:
             yield Ext4DirEntry(self, base, e, as_bytes)
 
     def walk(self, top: Any = "/", topdown: bool = True) -> Iterator[tuple[Any, list, list]]:
-        """Like os.walk (symlinks to directories are not followed); safe against loops."""
+        """Like os.walk (symlinks to directories are not followed); safe against loops.
+
+        Each directory inode is visited once, so a directory hard-linked into itself or
+        into a subtree cannot loop; the walk keeps an explicit stack (no recursion limit).
+        """
         seen: set[int] = set()
         as_bytes = isinstance(top, bytes)
-        start = self._bpath(top)
-        root_ino = self._resolve_ino(start)
-        yield from self._walk(start, root_ino, topdown, seen, as_bytes)
-
-    def _walk(self, path: bytes, ino: int, topdown: bool, seen: set[int], as_bytes: bool):
-        if ino in seen:
-            return
-        seen.add(ino)
-        dnames, fnames, subdirs = [], [], []
-        for e in dirs.iter_entries(self, self.get_inode(ino)):
-            is_dir = self._entry_is_dir(e)
-            if is_dir:
-                dnames.append(e.name)
-                subdirs.append((e.name, e.inode))
-            else:
-                fnames.append(e.name)
         conv = (lambda x: x) if as_bytes else os.fsdecode
-        if topdown:
-            dl = [conv(n) for n in dnames]
-            yield conv(path), dl, [conv(n) for n in fnames]
-            keep = {os.fsencode(n) for n in dl}
-            subdirs = [(n, i) for n, i in subdirs if n in keep]
-        for name, child in subdirs:
-            sub = (path.rstrip(b"/") + b"/" + name) if path != b"/" else b"/" + name
-            yield from self._walk(sub, child, topdown, seen, as_bytes)
-        if not topdown:
-            yield conv(path), [conv(n) for n in dnames], [conv(n) for n in fnames]
+        start = self._bpath(top)
+        # stack items: ("visit", path, ino) or ("yield", path, dnames, fnames) for bottom-up
+        stack: list[tuple] = [("visit", start, self._resolve_ino(start))]
+        while stack:
+            item = stack.pop()
+            if item[0] == "yield":
+                yield conv(item[1]), [conv(n) for n in item[2]], [conv(n) for n in item[3]]
+                continue
+            _, path, ino = item
+            if ino in seen:
+                continue
+            seen.add(ino)
+            dnames, fnames, subdirs = [], [], []
+            for e in dirs.iter_entries(self, self.get_inode(ino)):
+                if self._entry_is_dir(e):
+                    dnames.append(e.name)
+                    subdirs.append((e.name, e.inode))
+                else:
+                    fnames.append(e.name)
+            if topdown:
+                dl = [conv(n) for n in dnames]
+                yield conv(path), dl, [conv(n) for n in fnames]
+                keep = {os.fsencode(n) for n in dl}  # the caller may prune dl in place
+                subdirs = [(n, i) for n, i in subdirs if n in keep]
+            else:
+                stack.append(("yield", path, dnames, fnames))
+            for name, child in reversed(subdirs):
+                if child in seen:
+                    continue
+                sub = (path.rstrip(b"/") + b"/" + name) if path.rstrip(b"/") else b"/" + name
+                stack.append(("visit", sub, child))
 
     def _entry_is_dir(self, e: de.DirEntry) -> bool:
         if e.file_type and self.sb.has_incompat("filetype"):
@@ -518,7 +619,7 @@ class FileSystem:
         inode = self._resolve(path, True)
         if inode.is_dir():
             raise fs_oserror(errno.EISDIR, os.fsdecode(path))
-        return self.inode_read(inode, 0, inode.size)
+        return self.inode_read(inode, 0, self.data_size(inode))
 
     def open(self, path: Any, mode: str = "rb", buffering: int = -1) -> io.BufferedReader:
         if mode not in ("rb", "r"):
@@ -526,6 +627,7 @@ class FileSystem:
         inode = self._resolve(path, True)
         if inode.is_dir():
             raise fs_oserror(errno.EISDIR, os.fsdecode(path))
+        self.data_size(inode)
         raw = Ext4RawFile(self, inode, os.fsdecode(path))
         if mode == "r":
             return io.TextIOWrapper(io.BufferedReader(raw))  # type: ignore[return-value]

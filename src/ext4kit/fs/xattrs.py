@@ -29,7 +29,9 @@ def read_xattrs(fs: FileSystem, inode: Inode) -> dict[str, bytes]:
             first = start + 4
             entries, err = xa.parse_entries(raw, first, len(raw))
             for e in entries:
-                out[e.full_name] = _value(fs, inode, e, raw, first, len(raw))
+                v = _value(fs, inode, e, raw, first, len(raw))
+                if v is not None:
+                    out[e.full_name] = v
             if err:
                 fs.report_corruption(CorruptError(f"inode {inode.ino}: in-inode xattrs: {err}"))
     blk = inode.file_acl
@@ -46,22 +48,34 @@ def read_xattrs(fs: FileSystem, inode: Inode) -> dict[str, bytes]:
             fs.report_checksum(ChecksumError(f"xattr block {blk}: checksum mismatch"))
         entries, err = xa.parse_entries(buf, xa.BLOCK_HEADER.size, len(buf))
         for e in entries:
-            out.setdefault(e.full_name, _value(fs, inode, e, buf, 0, len(buf)))
+            if e.full_name not in out:
+                v = _value(fs, inode, e, buf, 0, len(buf))
+                if v is not None:
+                    out[e.full_name] = v
         if err:
             fs.report_corruption(CorruptError(f"xattr block {blk}: {err}"))
     return out
 
 
-def _value(fs: FileSystem, inode: Inode, e: xa.XattrEntry, buf: bytes, base: int, end: int) -> bytes:
+def _value(fs: FileSystem, inode: Inode, e: xa.XattrEntry, buf: bytes, base: int,
+           end: int) -> bytes | None:
+    """The value of one entry, or None (reported) when the image cannot deliver it."""
     if e.value_inum:
-        if e.value_size > MAX_EA_INODE_VALUE:
-            raise CorruptError(f"inode {inode.ino}: xattr value of {e.value_size} bytes")
-        vino = fs.get_inode(e.value_inum)
-        return fs.inode_read(vino, 0, min(e.value_size, vino.size))
+        try:
+            if e.value_size > MAX_EA_INODE_VALUE:
+                raise CorruptError(f"value of {e.value_size} bytes")
+            if e.value_inum == inode.ino:
+                raise CorruptError("value inode is the inode itself")
+            vino = fs.get_inode(e.value_inum)
+            return fs.inode_read(vino, 0, min(e.value_size, vino.size))
+        except CorruptError as exc:
+            fs.report_corruption(CorruptError(
+                f"inode {inode.ino}: xattr {e.full_name} in inode {e.value_inum}: {exc}"))
+            return None
     start = base + e.value_offs
     if start + e.value_size > end:
         fs.report_corruption(CorruptError(f"inode {inode.ino}: xattr {e.full_name} value out of bounds"))
-        return b""
+        return None
     return bytes(buf[start : start + e.value_size])
 
 

@@ -104,3 +104,44 @@ def dx_node_checksum(inode_seed: int, buf: bytes | memoryview, count_offset: int
 
 def stored_dx_checksum(buf: bytes | memoryview, count_offset: int, limit: int) -> int:
     return struct.unpack_from("<I", buf, count_offset + 8 * limit + 4)[0]
+
+
+# --- building (pack) -------------------------------------------------------------------
+def pack_entry(inode: int, rec_len: int, name: bytes, file_type: int, filetype: bool = True) -> bytes:
+    """One linear entry padded to ``rec_len`` (block sizes below 64 KiB)."""
+    if filetype:
+        head = DIRENT.pack(inode, rec_len, len(name), file_type)
+    else:
+        head = DIRENT_OLD.pack(inode, rec_len, len(name))
+    out = head + name
+    return out + bytes(rec_len - len(out))
+
+
+def dirent_size(name_len: int) -> int:
+    """Bytes an entry with a ``name_len``-byte name needs (EXT4_DIR_REC_LEN)."""
+    return (8 + name_len + 3) & ~3
+
+
+def pack_block(entries: list[tuple[int, bytes, int]], block_size: int, filetype: bool = True,
+               csum_tail: bool = False) -> bytearray:
+    """A linear directory block holding (inode, name, file_type) entries in order; the last
+    entry takes the remaining room; with ``csum_tail`` the 12-byte tail is reserved (its
+    checksum stays zero until ``set_leaf_checksum``). An empty list gives one unused entry."""
+    end = block_size - (TAIL_SIZE if csum_tail else 0)
+    buf = bytearray(block_size)
+    if not entries:
+        entries = [(0, b"", 0)]
+    off = 0
+    for i, (ino, name, ft) in enumerate(entries):
+        rl = end - off if i == len(entries) - 1 else dirent_size(len(name))
+        buf[off : off + rl] = pack_entry(ino, rl, name, ft, filetype)
+        off += rl
+    if csum_tail:
+        buf[end:] = DIRENT.pack(0, TAIL_SIZE, 0, TAIL_FT) + b"\0\0\0\0"
+    return buf
+
+
+def set_leaf_checksum(buf: bytearray, inode_seed: int) -> int:
+    c = leaf_checksum(inode_seed, memoryview(buf))
+    struct.pack_into("<I", buf, len(buf) - 4, c)
+    return c

@@ -76,3 +76,36 @@ def node_checksum(inode_seed: int, block: bytes | memoryview, eh_max: int) -> in
 
 def stored_node_checksum(block: bytes | memoryview, eh_max: int) -> int:
     return TAIL.unpack_from(block, tail_offset(eh_max))[0]
+
+
+# --- building (pack) -------------------------------------------------------------------
+def pack_header(entries: int, eh_max: int, depth: int, generation: int = 0) -> bytes:
+    return HEADER.pack(EXT4_EXT_MAGIC, entries, eh_max, depth, generation)
+
+
+def pack_leaf(block: int, length: int, start: int, uninit: bool = False) -> bytes:
+    """One 12-byte leaf extent (``length`` <= 32768, or <= 32767 when ``uninit``)."""
+    ln = length + EXT_INIT_MAX_LEN if uninit else length
+    return ENTRY.pack(block, ln, start >> 32, start & 0xFFFFFFFF)
+
+
+def pack_index(block: int, leaf: int) -> bytes:
+    return INDEX.pack(block, leaf & 0xFFFFFFFF, leaf >> 32, 0)
+
+
+def pack_node(entries: list[bytes], eh_max: int, depth: int, size: int) -> bytearray:
+    """A node of ``size`` bytes (60 for i_block, else a block): header + entries."""
+    if len(entries) > eh_max:
+        raise ValueError(f"{len(entries)} entries do not fit a node of {eh_max}")
+    buf = bytearray(size)
+    buf[:12] = pack_header(len(entries), eh_max, depth)
+    for i, e in enumerate(entries):
+        buf[12 + 12 * i : 24 + 12 * i] = e
+    return buf
+
+
+def set_node_checksum(block: bytearray, inode_seed: int, eh_max: int) -> int:
+    """Store the ext4_extent_tail checksum of a block-sized node."""
+    c = node_checksum(inode_seed, memoryview(block), eh_max)
+    TAIL.pack_into(block, tail_offset(eh_max), c)
+    return c

@@ -39,6 +39,8 @@ class Layout:
 
     def unpack(self, buf: bytes | bytearray | memoryview, offset: int = 0) -> dict[str, Any]:
         vals = self.struct.unpack_from(buf, offset)
+        if not self.arrays:
+            return dict(zip(self.names, vals))
         out: dict[str, Any] = {}
         i = 0
         for name in self.names:

@@ -255,3 +255,32 @@ class Inode:
 def inode_csum_seed(fs_seed: int, ino: int, generation: int) -> int:
     c = crc32c_raw(fs_seed, _LE32.pack(ino))
     return crc32c_raw(c, _LE32.pack(generation))
+
+
+# --- building (pack) -------------------------------------------------------------------
+def pack_inode(fields: dict[str, Any], inode_size: int) -> bytearray:
+    """``inode_size`` bytes for an inode: LAYOUT fields (missing ones are 0) and, when
+    ``i_extra_isize`` is given, the extra fields it covers. The checksum is left zero
+    (see ``set_inode_checksum``)."""
+    f: dict[str, Any] = {name: 0 for name in LAYOUT.names}
+    f["i_block"] = bytes(60)
+    f.update({k: v for k, v in fields.items() if k in f})
+    buf = bytearray(inode_size)
+    LAYOUT.pack_into(buf, 0, f)
+    extra = fields.get("i_extra_isize", 0) or 0
+    if inode_size > GOOD_OLD_INODE_SIZE and extra:
+        vals = [fields.get(name, 0) or 0 for name in EXTRA_FIELDS]
+        vals[0] = extra
+        tail = EXTRA.pack(*vals)[:extra]
+        buf[GOOD_OLD_INODE_SIZE : GOOD_OLD_INODE_SIZE + len(tail)] = tail
+    return buf
+
+
+def set_inode_checksum(buf: bytearray, ino: int, fs_seed: int) -> int:
+    """Store the metadata_csum checksum of the packed inode ``buf`` (lo, and hi when
+    i_extra_isize covers it); returns the checksum."""
+    c = Inode.parse(ino, bytes(buf)).compute_checksum(fs_seed)
+    struct.pack_into("<H", buf, CHECKSUM_LO_OFFSET, c & 0xFFFF)
+    if len(buf) > GOOD_OLD_INODE_SIZE and struct.unpack_from("<H", buf, 128)[0] >= 4:
+        struct.pack_into("<H", buf, CHECKSUM_HI_OFFSET, c >> 16)
+    return c

@@ -138,11 +138,12 @@ COMPAT = {
     0x10: "resize_inode",
     0x20: "dir_index",
     0x40: "lazy_bg",
-    0x80: "snapshot_bitmap",
-    0x100: "sparse_super2",
-    0x200: "fast_commit",
-    0x400: "stable_inodes",
-    0x800: "orphan_file",
+    0x80: "exclude_inode",
+    0x100: "snapshot_bitmap",
+    0x200: "sparse_super2",
+    0x400: "fast_commit",
+    0x800: "stable_inodes",
+    0x1000: "orphan_file",
 }
 INCOMPAT = {
     0x1: "compression",
