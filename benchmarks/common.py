@@ -31,6 +31,25 @@ def timed(cmd: list[str], repeat: int = 3, setup=None, stdout=subprocess.DEVNULL
     return best
 
 
+def timed_pair(ours, ref, repeat: int = 3, setup=None) -> tuple[float, float]:
+    """Best times of two commands run alternately (ours, ref, ours, ref...).
+
+    ``ours``/``ref`` map the run index to a command, so each run can write to a fresh
+    directory: deleting a large tree right before a run slows the host file system for
+    whichever tool runs next, so outputs are removed only after all runs.
+    """
+    best = [float("inf"), float("inf")]
+    for i in range(repeat):
+        for k, make in enumerate((ours, ref)):
+            if setup:
+                setup()
+            os.sync()
+            t0 = time.perf_counter()
+            subprocess.run(make(i), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best[0], best[1]
+
+
 def drop_caches() -> None:
     """Drop the page cache so every run reads from the device (needs root)."""
     os.sync()

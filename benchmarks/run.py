@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-SUITES = ["read"]
+SUITES = ["read", "write"]
 
 
 def fmt(v) -> str:

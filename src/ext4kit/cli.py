@@ -112,7 +112,7 @@ def _open(image: str, **opts: Any) -> Any:
 class _Group(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:  # usage errors exit 16 like e2fsprogs
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
             sys.exit(EXIT_OK)

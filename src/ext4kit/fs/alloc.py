@@ -179,7 +179,7 @@ class Allocator:
         raw = bytearray(gd.pack(dsz))
         if fs.sb.metadata_csum or fs.sb.gdt_csum:
             gd.f["bg_checksum"] = group_desc_checksum(
-                raw, g, dsz, metadata_csum=fs.sb.metadata_csum, csum_seed=fs.csum_seed,
+                bytes(raw), g, dsz, metadata_csum=fs.sb.metadata_csum, csum_seed=fs.csum_seed,
                 uuid=fs.sb.f["s_uuid"])
             raw = bytearray(gd.pack(dsz))
         buf = h.get_write_access(blk)

@@ -68,6 +68,8 @@ class FileSystem:
         self.dev = dev
         self._owns_dev = owns_dev
         self.csum_policy = csum  # "warn" | "strict" | "ignore"
+        self.free_blocks_delta = 0  # changed by the allocators of a writable file system
+        self.free_inodes_delta = 0
         self.problems: list[Ext4Error] = []
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._bmap_cache: OrderedDict[int, tuple[bytes, BlockMap]] = OrderedDict()
@@ -123,7 +125,7 @@ class FileSystem:
                     f"primary superblock unusable ({exc}); using the backup at block {sb_block}"))
         else:
             # -b N is in units of the (unknown) block size: try each size like e2fsck does
-            sb = None
+            found_sb: Superblock | None = None
             for bs in (1024, 2048, 4096, 8192, 16384, 32768, 65536):
                 offset = sb_block * bs
                 if offset + SUPERBLOCK_SIZE > self.dev.size:
@@ -133,10 +135,11 @@ class FileSystem:
                 except NotExtError:
                     continue
                 if cand.block_size == bs:
-                    sb = cand
+                    found_sb = cand
                     break
-            if sb is None:
+            if found_sb is None:
                 raise NotExtError(f"no valid superblock at block {sb_block}")
+            sb = found_sb
         self.sb = sb
         self.sb_block = sb_block
         if sb.metadata_csum and not sb.checksum_ok():

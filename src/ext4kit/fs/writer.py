@@ -19,8 +19,6 @@ from .filesystem import FileSystem
 
 class WritableFileSystem(FileSystem):
     def __init__(self, dev: BlockDevice, **kw: Any):
-        self.free_blocks_delta = 0
-        self.free_inodes_delta = 0
         super().__init__(dev, **kw)
         if self.problems:
             raise CorruptError(f"refusing to write to a damaged file system: {self.problems[0]}")

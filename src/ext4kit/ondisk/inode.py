@@ -130,7 +130,7 @@ class Inode:
             extra_isize = struct.unpack_from("<H", raw, 128)[0]
             if extra_isize & 3 or GOOD_OLD_INODE_SIZE + extra_isize > len(raw):
                 extra_isize = 0  # corrupt: treat as none (fsck reports it)
-        vals = {k: None for k in EXTRA_FIELDS}
+        vals: dict[str, int | None] = {k: None for k in EXTRA_FIELDS}
         if extra_isize:
             tail = raw[128 : 128 + extra_isize] + bytes(EXTRA.size)
             unpacked = EXTRA.unpack_from(tail, 0)

@@ -47,7 +47,7 @@ class XattrEntry(NamedTuple):
 
 def parse_entries(buf: bytes | memoryview, start: int, end: int) -> tuple[list[XattrEntry], str | None]:
     """Entries from ``start`` until a zero u32 terminator (bounded by ``end``)."""
-    out = []
+    out: list[XattrEntry] = []
     off = start
     while off + 4 <= end:
         if struct.unpack_from("<I", buf, off)[0] == 0:
