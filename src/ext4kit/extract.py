@@ -68,6 +68,7 @@ class Extractor:
         self._links: dict[int, bytes] = {}  # inode -> path relative to the output root
         self._buf = bytearray(CHUNK)
         self._seen_dirs: set[int] = set()
+        self._fresh_fds: set[int] = set()  # directories this run created (no stale names)
 
     def warn(self, msg: str) -> None:
         self.stats.warnings.append(msg)
@@ -150,24 +151,31 @@ class Extractor:
                     continue
                 self._seen_dirs.add(child.ino)
                 self._clear(frame.fd, name, True)
+                fresh = True
                 try:
                     os.mkdir(name, 0o700, dir_fd=frame.fd)
                 except FileExistsError:
-                    pass
+                    fresh = False
                 cfd = os.open(name, _DIR_FLAGS, dir_fd=frame.fd)
+                if fresh:  # we made it and names in it are unique: nothing can be in the way
+                    self._fresh_fds.add(cfd)
                 self.stats.dirs += 1
                 stack.append(_Frame(child, cfd, rel, entries))
         finally:
             for frame in stack:
+                self._fresh_fds.discard(frame.fd)
                 os.close(frame.fd)
 
     def _finish_dir(self, frame: _Frame) -> None:
         try:
             self._set_attrs(frame.inode, None, frame.fd, is_dir=True)
         finally:
+            self._fresh_fds.discard(frame.fd)
             os.close(frame.fd)
 
     def _clear(self, dfd: int, name: bytes, want_dir: bool) -> None:
+        if dfd in self._fresh_fds:
+            return
         try:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
@@ -245,6 +253,7 @@ class Extractor:
             return
         bs = fs.block_size
         buf = memoryview(self._buf)
+        written_to = 0  # end of the last byte written: no ftruncate needed when it is i_size
         for run in fs.block_map(inode).runs:
             if run.uninit:
                 continue
@@ -259,7 +268,9 @@ class Extractor:
                     done += os.pwrite(fd, buf[done:n], pos + done)
                 pos += n
                 self.stats.bytes += n
-        os.ftruncate(fd, size)
+            written_to = max(written_to, end)
+        if written_to != size:  # a trailing hole (or no data at all)
+            os.ftruncate(fd, size)
 
     # ----------------------------------------------------------------- attributes
     def _set_xattrs(self, inode: Inode, fd: int) -> None:
