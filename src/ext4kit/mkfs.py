@@ -32,7 +32,7 @@ from .ondisk.groupdesc import (
     group_desc_checksum,
 )
 from .ondisk.jbd2 import JournalSuperblock
-from .ondisk.superblock import FEATURE_BITS
+from .ondisk.superblock import FEATURE_BITS, group_has_super
 from .ondisk.superblock import LAYOUT as SB_LAYOUT
 
 __all__ = ["mkfs", "MkfsResult", "MkfsParameterError", "parse_size", "FEATURES_SUPPORTED"]
@@ -225,14 +225,8 @@ class Geometry:
 
 
 def _bg_has_super(g: int, feats: set[str], backup_bgs: list[int]) -> bool:
-    if g == 0:
-        return True
-    if "sparse_super2" in feats:
-        return g in backup_bgs
-    if g <= 1 or "sparse_super" not in feats:
-        return True
-    if not g & 1:
-        return False
+    return group_has_super(g, sparse_super="sparse_super" in feats,
+                           sparse_super2="sparse_super2" in feats, backup_bgs=backup_bgs)
     for base in (3, 5, 7):
         x = g
         while x % base == 0:

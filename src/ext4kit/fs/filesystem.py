@@ -85,10 +85,15 @@ class FileSystem:
     def open_image(cls, image: Any, mode: str = "r", **options: Any) -> FileSystem:
         if mode not in ("r", "rb"):
             raise UnsupportedFeatureError(f"open mode {mode!r}: only read access ('r') is implemented yet")
+        return cls._on_device(image, writable=False, **options)
+
+    @classmethod
+    def _on_device(cls, image: Any, *, writable: bool, **options: Any) -> Any:
+        """An instance over ``image`` (a path, or a BlockDevice the caller keeps owning)."""
         if isinstance(image, BlockDevice):
             return cls(image, owns_dev=False, **options)
         try:
-            dev = FileDevice(image, writable=False)
+            dev = FileDevice(image, writable=writable)
         except OSError as exc:
             raise ImageOpenError(f"cannot open {os.fspath(image)}: {exc.strerror}") from None
         try:

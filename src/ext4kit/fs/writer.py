@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..blockdev import BlockDevice, FileDevice
-from ..errors import CorruptError, ImageOpenError, UnsupportedFeatureError
+from ..blockdev import BlockDevice
+from ..errors import CorruptError, UnsupportedFeatureError
 from ..jbd2 import BufferCache, Handle, InPlaceJournal
 from ..ondisk.superblock import SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE
 from .alloc import Allocator
@@ -31,17 +31,7 @@ class WritableFileSystem(FileSystem):
 
     @classmethod
     def open_writable(cls, image: Any, **options: Any) -> WritableFileSystem:
-        if isinstance(image, BlockDevice):
-            return cls(image, owns_dev=False, **options)
-        try:
-            dev = FileDevice(image, writable=True)
-        except OSError as exc:
-            raise ImageOpenError(f"cannot open {image}: {exc.strerror}") from None
-        try:
-            return cls(dev, **options)
-        except BaseException:
-            dev.close()
-            raise
+        return cls._on_device(image, writable=True, **options)
 
     # reads go through the buffer cache so they see uncommitted changes
     def read_block(self, blk: int, cache: bool = True) -> bytes:

@@ -24,6 +24,7 @@ from typing import Any
 from ..ondisk import jbd2
 from ..ondisk.csum import crc32c_raw
 from ..ondisk.groupdesc import group_desc_checksum
+from ..ondisk.superblock import group_has_super
 
 LABEL_WIDTH = 26  # value column of dumpe2fs output
 
@@ -647,14 +648,9 @@ def _open_needs_csum_retry(f: dict[str, Any], raw: bytes) -> bool:
 # =======================================================================================
 def _has_super(f: dict[str, Any], group: int) -> bool:
     """True when ``group`` holds the superblock or a backup (sparse_super/sparse_super2)."""
-    if group == 0:
-        return True
-    if f["s_feature_compat"] & _COMPAT_SPARSE_SUPER2:
-        return group in f["s_backup_bgs"]
-    if group <= 1 or not f["s_feature_ro_compat"] & _RO_SPARSE_SUPER:
-        return True
-    if not group & 1:
-        return False
+    return group_has_super(group, sparse_super=bool(f["s_feature_ro_compat"] & _RO_SPARSE_SUPER),
+                           sparse_super2=bool(f["s_feature_compat"] & _COMPAT_SPARSE_SUPER2),
+                           backup_bgs=f["s_backup_bgs"])
     for base in (3, 5, 7):
         g = group
         while g % base == 0:

@@ -393,14 +393,9 @@ class Superblock:
 
     def is_sparse_group(self, group: int) -> bool:
         """True if ``group`` holds a superblock backup (sparse_super / sparse_super2 rules)."""
-        if group == 0:
-            return True
-        if self.has_compat("sparse_super2"):
-            return group in self.f["s_backup_bgs"]
-        if group <= 1 or not self.has_ro("sparse_super"):
-            return True
-        if not (group & 1):
-            return False
+        return group_has_super(group, sparse_super=self.has_ro("sparse_super"),
+                               sparse_super2=self.has_compat("sparse_super2"),
+                               backup_bgs=self.f["s_backup_bgs"])
         for base in (3, 5, 7):
             g = group
             while g % base == 0:
@@ -408,3 +403,27 @@ class Superblock:
             if g == 1:
                 return True
         return False
+
+
+def group_has_super(group: int, *, sparse_super: bool, sparse_super2: bool,
+                    backup_bgs: list[int] | tuple[int, ...] = ()) -> bool:
+    """True if block group ``group`` holds the superblock or a backup of it.
+
+    sparse_super2: only the groups named in s_backup_bgs; sparse_super: groups 0, 1 and
+    powers of 3, 5 and 7; neither: every group.
+    """
+    if group == 0:
+        return True
+    if sparse_super2:
+        return group in backup_bgs
+    if group <= 1 or not sparse_super:
+        return True
+    if not group & 1:
+        return False
+    for base in (3, 5, 7):
+        g = group
+        while g % base == 0:
+            g //= base
+        if g == 1:
+            return True
+    return False
