@@ -227,13 +227,6 @@ class Geometry:
 def _bg_has_super(g: int, feats: set[str], backup_bgs: list[int]) -> bool:
     return group_has_super(g, sparse_super="sparse_super" in feats,
                            sparse_super2="sparse_super2" in feats, backup_bgs=backup_bgs)
-    for base in (3, 5, 7):
-        x = g
-        while x % base == 0:
-            x //= base
-        if x == 1:
-            return True
-    return False
 
 
 def _div_ceil(a: int, b: int) -> int:

@@ -651,13 +651,6 @@ def _has_super(f: dict[str, Any], group: int) -> bool:
     return group_has_super(group, sparse_super=bool(f["s_feature_ro_compat"] & _RO_SPARSE_SUPER),
                            sparse_super2=bool(f["s_feature_compat"] & _COMPAT_SPARSE_SUPER2),
                            backup_bgs=f["s_backup_bgs"])
-    for base in (3, 5, 7):
-        g = group
-        while g % base == 0:
-            g //= base
-        if g == 1:
-            return True
-    return False
 
 
 def _desc_csum_ok(fs: Any, g: Any) -> bool | None:

@@ -396,13 +396,6 @@ class Superblock:
         return group_has_super(group, sparse_super=self.has_ro("sparse_super"),
                                sparse_super2=self.has_compat("sparse_super2"),
                                backup_bgs=self.f["s_backup_bgs"])
-        for base in (3, 5, 7):
-            g = group
-            while g % base == 0:
-                g //= base
-            if g == 1:
-                return True
-        return False
 
 
 def group_has_super(group: int, *, sparse_super: bool, sparse_super2: bool,
