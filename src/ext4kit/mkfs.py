@@ -229,6 +229,17 @@ def _bg_has_super(g: int, feats: set[str], backup_bgs: list[int]) -> bool:
                            sparse_super2="sparse_super2" in feats, backup_bgs=backup_bgs)
 
 
+def _place_bitmap(used, start_blk: int, group_blk: int, last_blk: int, what: str) -> int:
+    """One free block for a bitmap: from the flex_bg goal, else from the group start."""
+    b = used.get_free_blocks(start_blk, last_blk, 1)
+    if b is None:
+        b = used.get_free_blocks(group_blk, last_blk, 1)
+    if b is None:
+        raise Ext4Error(f"cannot place the {what}")
+    used.mark(b)
+    return b
+
+
 def _div_ceil(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -630,12 +641,7 @@ class _Builder:
                 start_blk = self._flexbg_offset(g, prev, rem_grps, 1)
                 last_blk = geo.group_last_block(last_grp)
             # block bitmap
-            b = used.get_free_blocks(start_blk, last_blk, 1)
-            if b is None:
-                b = used.get_free_blocks(group_blk, last_blk, 1)
-            if b is None:
-                raise Ext4Error(f"cannot place the block bitmap of group {g}")
-            used.mark(b)
+            b = _place_bitmap(used, start_blk, group_blk, last_blk, f"block bitmap of group {g}")
             gs.block_bitmap = b
             if flexbg_size:
                 self._account(b, 1)
@@ -643,12 +649,7 @@ class _Builder:
                 start_blk = self._flexbg_offset(g, prev, rem_grps, 1)
                 last_blk = geo.group_last_block(last_grp)
             # inode bitmap
-            b = used.get_free_blocks(start_blk, last_blk, 1)
-            if b is None:
-                b = used.get_free_blocks(group_blk, last_blk, 1)
-            if b is None:
-                raise Ext4Error(f"cannot place the inode bitmap of group {g}")
-            used.mark(b)
+            b = _place_bitmap(used, start_blk, group_blk, last_blk, f"inode bitmap of group {g}")
             gs.inode_bitmap = b
             if flexbg_size:
                 self._account(b, 1)
@@ -659,13 +660,13 @@ class _Builder:
                 group_blk = self._flexbg_offset(g, prev, rem_grps, ibpg)
                 last_blk = geo.group_last_block(last_grp)
             # inode table
-            b = used.get_free_blocks(group_blk, last_blk, ibpg)
-            if b is None:
+            table = used.get_free_blocks(group_blk, last_blk, ibpg)
+            if table is None:
                 raise Ext4Error(f"cannot place the inode table of group {g}")
-            used.mark(b, ibpg)
+            used.mark(table, ibpg)
             if flexbg_size:
-                self._account(b, ibpg)
-            gs.inode_table = b
+                self._account(table, ibpg)
+            gs.inode_table = table
 
     def write_inode_tables(self) -> None:
         """Flags as write_inode_tables(lazy_itable_init=1); reserved inodes get checksums."""

@@ -48,6 +48,7 @@ from .blockmap import BlockMap, inode_block_map
 
 ROOT_INO = 2
 MAX_SYMLINK_FOLLOW = 40
+_BLOCK_SIZES = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 MAX_PATH_COMPONENTS = 4096
 _CACHE_BLOCKS = 8192
 _CACHE_RUNS = 1 << 20  # block-map runs kept in the map cache, over all cached files
@@ -130,21 +131,10 @@ class FileSystem:
                     f"primary superblock unusable ({exc}); using the backup at block {sb_block}"))
         else:
             # -b N is in units of the (unknown) block size: try each size like e2fsck does
-            found_sb: Superblock | None = None
-            for bs in (1024, 2048, 4096, 8192, 16384, 32768, 65536):
-                offset = sb_block * bs
-                if offset + SUPERBLOCK_SIZE > self.dev.size:
-                    continue
-                try:
-                    cand = Superblock.parse(self.dev.read(offset, SUPERBLOCK_SIZE), verify=False)
-                except NotExtError:
-                    continue
-                if cand.block_size == bs:
-                    found_sb = cand
-                    break
-            if found_sb is None:
+            probed = self._probe_superblocks([(sb_block, bs) for bs in _BLOCK_SIZES])
+            if probed is None:
                 raise NotExtError(f"no valid superblock at block {sb_block}")
-            sb = found_sb
+            sb = probed[1]
         self.sb = sb
         self.sb_block = sb_block
         if sb.metadata_csum and not sb.checksum_ok():
@@ -188,8 +178,13 @@ class FileSystem:
         if f["s_magic"] == EXT4_MAGIC and f["s_log_block_size"] <= 6 and f["s_blocks_per_group"]:
             cands.append((f["s_first_data_block"] + f["s_blocks_per_group"],
                           1024 << f["s_log_block_size"]))
-        for bs in (1024, 2048, 4096, 8192, 16384, 32768, 65536):
+        for bs in _BLOCK_SIZES:
             cands.append((bs * 8 + (1 if bs == 1024 else 0), bs))
+        return self._probe_superblocks(cands)
+
+    def _probe_superblocks(self, cands: list[tuple[int, int]]) -> tuple[int, Superblock] | None:
+        """The first (block, superblock) among (block, block size) candidates whose
+        superblock parses and claims that block size."""
         for blk, bs in cands:
             offset = blk * bs
             if offset + SUPERBLOCK_SIZE > self.dev.size:
