@@ -78,7 +78,8 @@ class Transaction:
     tid: int
     metadata: dict[int, bytearray] = field(default_factory=dict)
     revoked: set[int] = field(default_factory=set)
-    data: dict[int, bytes] = field(default_factory=dict)
+    data: dict[int, bytes] = field(default_factory=dict)  # data held until commit (data=journal)
+    data_blocks: int = 0  # data blocks already written (ordered): flushed before metadata
     handles: int = 0  # open handles
     state: str = "running"  # running -> committing -> committed
 
@@ -120,14 +121,21 @@ class Handle:
         self.journal.cache.drop(blk)
         self.txn.revoked.add(blk)
 
-    def write_data(self, blk: int, data: bytes) -> None:
-        """File data for block ``blk`` (ordering relative to metadata decided at commit)."""
+    def write_data(self, blk: int, data: bytes | bytearray | memoryview) -> None:
+        """File data for consecutive blocks from ``blk`` (whole blocks). When it reaches
+        the device relative to the metadata is the journal's data mode (``submit_data``)."""
         self._check()
-        if len(data) != self.journal.cache.block_size:
+        bs = self.journal.cache.block_size
+        if len(data) % bs or not len(data):
             raise ValueError("data writes are whole blocks")
-        self.txn.data[blk] = bytes(data)
-        self.journal.cache.clean.pop(blk, None)
-
+        n = len(data) // bs
+        cache = self.journal.cache
+        for b in range(blk, blk + n):
+            if b in self.txn.metadata:  # a metadata block reused for data in this txn
+                del self.txn.metadata[b]
+            cache.dirty.pop(b, None)
+            cache.clean.pop(b, None)
+        self.journal.submit_data(self.txn, blk, data)
     def _check(self) -> None:
         if self.closed:
             raise RuntimeError("handle already stopped")
@@ -173,6 +181,12 @@ class InPlaceJournal:
     def _stop(self, handle: Handle) -> None:
         handle.txn.handles -= 1
 
+    def submit_data(self, txn: Transaction, blk: int, data: bytes | bytearray | memoryview) -> None:
+        """Ordered data: written now, and the flush at commit puts it on stable storage
+        before any metadata that points at it."""
+        self.dev.write(blk * self.cache.block_size, data)
+        txn.data_blocks += len(data) // self.cache.block_size
+
     def _flush(self) -> None:
         if self.barrier:
             self.dev.flush()
@@ -195,10 +209,10 @@ class InPlaceJournal:
         bs = self.cache.block_size
         for blk in sorted(txn.data):
             self.dev.write(blk * bs, txn.data[blk])
-        if txn.data:
+        if txn.data or txn.data_blocks:
             self._flush()
         for blk in sorted(txn.metadata):
             self.dev.write(blk * bs, txn.metadata[blk])
             self.cache.written(blk)
-        if txn.metadata or txn.data:
+        if txn.metadata:
             self._flush()

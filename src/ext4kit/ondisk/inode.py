@@ -228,6 +228,84 @@ class Inode:
             return (b0 >> 8) & 0xFF, b0 & 0xFF
         return (b1 & 0xFFF00) >> 8, (b1 & 0xFF) | ((b1 >> 12) & 0xFFF00)
 
+    # --- changing fields (writers call these, then FileSystem.write_inode) ----------------
+    def set_mode(self, mode: int) -> None:
+        self.f["i_mode"] = mode & 0xFFFF
+
+    def set_size(self, size: int) -> None:
+        self.f["i_size_lo"] = size & 0xFFFFFFFF
+        self.f["i_size_high"] = size >> 32
+
+    def set_uid(self, uid: int) -> None:
+        self.f["i_uid"] = uid & 0xFFFF
+        self.f["l_i_uid_high"] = (uid >> 16) & 0xFFFF
+
+    def set_gid(self, gid: int) -> None:
+        self.f["i_gid"] = gid & 0xFFFF
+        self.f["l_i_gid_high"] = (gid >> 16) & 0xFFFF
+
+    def set_links(self, n: int) -> None:
+        self.f["i_links_count"] = n
+
+    def set_file_acl(self, blk: int) -> None:
+        self.f["i_file_acl_lo"] = blk & 0xFFFFFFFF
+        self.f["l_i_file_acl_high"] = blk >> 32
+
+    def set_flag(self, flag: int, on: bool = True) -> None:
+        if on:
+            self.f["i_flags"] |= flag
+        else:
+            self.f["i_flags"] &= ~flag
+
+    def set_blocks_512(self, n: int, huge_file: bool, block_size: int) -> None:
+        """Store i_blocks (512-byte units); past 2^48 sectors use HUGE_FILE_FL units."""
+        if n < (1 << 32) or (huge_file and n < (1 << 48)):
+            self.f["i_blocks_lo"] = n & 0xFFFFFFFF
+            self.f["l_i_blocks_high"] = n >> 32 if huge_file else 0
+            self.f["i_flags"] &= ~HUGE_FILE_FL
+            return
+        if not huge_file:
+            raise ValueError("i_blocks overflow without huge_file")
+        units = n // (block_size // 512)
+        self.f["i_blocks_lo"] = units & 0xFFFFFFFF
+        self.f["l_i_blocks_high"] = units >> 32
+        self.f["i_flags"] |= HUGE_FILE_FL
+
+    def set_time_ns(self, which: str, ns: int) -> None:
+        """'atime' | 'mtime' | 'ctime' | 'crtime' from integer nanoseconds (kept to what
+        the inode can hold: without an *_extra field, whole seconds only)."""
+        if which == "crtime" and self.f.get("i_crtime") is None:
+            return  # a small inode has no creation time
+        sec, nsec = divmod(ns, 1_000_000_000)
+        lo, extra = encode_time(sec, nsec)
+        self.f["i_" + which] = lo
+        if self.f.get("i_" + which + "_extra") is not None:
+            self.f["i_" + which + "_extra"] = extra
+
+    def set_rdev(self, major: int, minor: int) -> None:
+        """Device number in i_block: old encoding when it fits, else the new one (as Linux)."""
+        blk = bytearray(60)
+        if major < 256 and minor < 256:
+            struct.pack_into("<I", blk, 0, (major << 8) | minor)
+        else:
+            struct.pack_into("<I", blk, 4, (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12))
+        self.f["i_block"] = bytes(blk)
+
+    def repack(self) -> bytearray:
+        """The inode's bytes with ``f`` applied over ``raw`` (the in-inode xattr area and
+        anything past the known fields are kept); the checksum is left to the caller."""
+        buf = bytearray(self.raw)
+        f = dict(self.f)
+        LAYOUT.pack_into(buf, 0, {k: f[k] for k in LAYOUT.names})
+        extra = f.get("i_extra_isize") or 0
+        if len(buf) > GOOD_OLD_INODE_SIZE and extra:
+            for name in EXTRA_FIELDS:
+                off = EXTRA_OFFSETS[name]
+                width = 2 if name in ("i_extra_isize", "i_checksum_hi") else 4
+                if off + width <= extra and f.get(name) is not None:
+                    struct.pack_into("<H" if width == 2 else "<I", buf, 128 + off, f[name])
+        return buf
+
     # --- checksum ------------------------------------------------------------------------
     def checksum_fits_hi(self) -> bool:
         return len(self.raw) > GOOD_OLD_INODE_SIZE and self.extra_isize >= 4
