@@ -22,7 +22,6 @@ from .alloc import Allocator, group_first_block
 from .filesystem import FileSystem
 from .mapper import Mapper
 
-
 # flags a new inode takes from its directory (ext4's EXT4_FL_INHERITED)
 _INHERITED_FLAGS = (_inode.SECRM_FL | _inode.UNRM_FL | _inode.COMPR_FL | _inode.SYNC_FL
                     | _inode.NODUMP_FL | _inode.NOATIME_FL | _inode.NOTAIL_FL
