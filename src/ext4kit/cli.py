@@ -468,5 +468,236 @@ def mkfs(image: str, size: str | None, fs_type: str, block_size: str | None, ino
     return 0
 
 
+# ---------------------------------------------------------------------- writing commands
+def _open_rw(image: str) -> Any:
+    from .fs.writer import WritableFileSystem
+
+    return WritableFileSystem.open_writable(image)
+
+
+def _parse_mode_arg(text: str, old: int) -> int:
+    """chmod modes: octal (755, 0644) or symbolic (u+x,go-w,a=r,+t)."""
+    if text and all(c in "01234567" for c in text):
+        return int(text, 8)
+    mode = old & 0o7777
+    for clause in text.split(","):
+        i = 0
+        who = ""
+        while i < len(clause) and clause[i] in "ugoa":
+            who += clause[i]
+            i += 1
+        if i >= len(clause) or clause[i] not in "+-=":
+            raise click.UsageError(f"invalid mode: '{text}'")
+        who = who or "a"
+        while i < len(clause) and clause[i] in "+-=":
+            op = clause[i]
+            i += 1
+            perms = ""
+            while i < len(clause) and clause[i] in "rwxXst":
+                perms += clause[i]
+                i += 1
+            bits = 0
+            for w in ("u", "g", "o"):
+                if w in who or "a" in who:
+                    shift = {"u": 6, "g": 3, "o": 0}[w]
+                    for p_, v in (("r", 4), ("w", 2), ("x", 1)):
+                        if p_ in perms:
+                            bits |= v << shift
+                    if "X" in perms and (_stat.S_ISDIR(old) or old & 0o111):
+                        bits |= 1 << shift
+            if "s" in perms:
+                bits |= (_stat.S_ISUID if ("u" in who or "a" in who) else 0) | \
+                        (_stat.S_ISGID if ("g" in who or "a" in who) else 0)
+            if "t" in perms:
+                bits |= _stat.S_ISVTX
+            if op == "+":
+                mode |= bits
+            elif op == "-":
+                mode &= ~bits
+            else:
+                mask = 0
+                for w in ("u", "g", "o"):
+                    if w in who or "a" in who:
+                        mask |= 0o7 << {"u": 6, "g": 3, "o": 0}[w]
+                mode = (mode & ~mask) | bits
+        if i != len(clause):
+            raise click.UsageError(f"invalid mode: '{text}'")
+    return mode
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("src", type=click.Path(exists=False))
+@click.argument("dest")
+@click.option("--no-xattrs", is_flag=True, help="do not copy extended attributes")
+@click.option("-v", "--verbose", is_flag=True)
+@guarded
+def put(image: str, src: str, dest: str, no_xattrs: bool, verbose: bool) -> int:
+    """Copy host file or tree SRC into the image as DEST (into DEST if it is a directory)."""
+    from .populate import put as do_put
+
+    if not os.path.lexists(src):
+        raise OSError(2, "No such file or directory", src)
+    fs = _open_rw(image)
+    try:
+        st = do_put(fs, src, dest, xattrs=not no_xattrs)
+    finally:
+        fs.close()
+    for w in st.warnings:
+        _err(f"warning: {w}")
+    if verbose:
+        click.echo(f"{st.files} files, {st.dirs} directories, {st.symlinks} symlinks, "
+                   f"{st.specials} special files, {st.hardlinks} hard links, {st.bytes} bytes")
+    return 1 if st.warnings else 0
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-r", "-R", "recursive", is_flag=True, help="remove directories and their contents")
+@click.option("-f", "force", is_flag=True, help="ignore missing paths")
+@guarded
+def rm(image: str, paths: tuple[str, ...], recursive: bool, force: bool) -> int:
+    """Remove files (and with -r, directory trees) from the image."""
+    fs = _open_rw(image)
+    try:
+        for path in paths:
+            try:
+                st = fs.lstat(path)
+            except FileNotFoundError:
+                if force:
+                    continue
+                raise
+            if _stat.S_ISDIR(st.st_mode):
+                if not recursive:
+                    raise OSError(21, "Is a directory", path)
+                _rmtree(fs, path)
+            else:
+                fs.unlink(path)
+    finally:
+        fs.close()
+    return 0
+
+
+def _rmtree(fs: Any, top: str) -> None:
+    """Depth-first removal without recursion in Python."""
+    for dirpath, dirnames, filenames in list(fs.walk(top, topdown=False)):
+        for name in filenames:
+            fs.unlink(f"{dirpath.rstrip('/')}/{name}")
+        for name in dirnames:
+            p = f"{dirpath.rstrip('/')}/{name}"
+            if _stat.S_ISLNK(fs.lstat(p).st_mode):
+                fs.unlink(p)
+            else:
+                fs.rmdir(p)
+    if top.strip("/"):
+        fs.rmdir(top)
+
+
+@main.command(name="mkdir")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-p", "parents", is_flag=True, help="make parents as needed; no error if existing")
+@click.option("-m", "mode", default="755", help="mode (octal), default 755")
+@guarded
+def mkdir_cmd(image: str, paths: tuple[str, ...], parents: bool, mode: str) -> int:
+    """Make directories in the image."""
+    m = _parse_mode_arg(mode, _stat.S_IFDIR | 0o755)
+    fs = _open_rw(image)
+    try:
+        for path in paths:
+            if parents:
+                fs.makedirs(path, m, exist_ok=True)
+            else:
+                fs.mkdir(path, m)
+    finally:
+        fs.close()
+    return 0
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("src")
+@click.argument("dest")
+@guarded
+def mv(image: str, src: str, dest: str) -> int:
+    """Rename SRC to DEST (into DEST when it is a directory), replacing atomically."""
+    fs = _open_rw(image)
+    try:
+        try:
+            if _stat.S_ISDIR(fs.stat(dest).st_mode):  # like mv: into an existing directory
+                dest = dest.rstrip("/") + "/" + src.rstrip("/").rpartition("/")[2]
+        except FileNotFoundError:
+            pass
+        fs.rename(src, dest)
+    finally:
+        fs.close()
+    return 0
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("target")
+@click.argument("link_name")
+@click.option("-s", "symbolic", is_flag=True, help="make a symbolic link")
+@guarded
+def ln(image: str, target: str, link_name: str, symbolic: bool) -> int:
+    """Make a hard link (or with -s a symbolic link) LINK_NAME to TARGET."""
+    fs = _open_rw(image)
+    try:
+        if symbolic:
+            fs.symlink(target, link_name)
+        else:
+            fs.link(target, link_name)
+    finally:
+        fs.close()
+    return 0
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("mode")
+@click.argument("paths", nargs=-1, required=True)
+@guarded
+def chmod(image: str, mode: str, paths: tuple[str, ...]) -> int:
+    """Change the mode of files in the image (octal or symbolic, like chmod)."""
+    fs = _open_rw(image)
+    try:
+        for path in paths:
+            old = fs.stat(path).st_mode
+            fs.chmod(path, _parse_mode_arg(mode, old))
+    finally:
+        fs.close()
+    return 0
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-s", "--size", "size", required=True,
+              help="new size in bytes (K, M, G suffixes; +N/-N relative)")
+@guarded
+def truncate(image: str, paths: tuple[str, ...], size: str) -> int:
+    """Shrink or extend files in the image to SIZE (extending leaves a hole)."""
+    rel = size[:1] if size[:1] in "+-" else ""
+    num = size[1:] if rel else size
+    mult = 1
+    if num[-1:].upper() in ("K", "M", "G", "T"):
+        mult = 1024 ** ("KMGT".index(num[-1].upper()) + 1)
+        num = num[:-1]
+    if not num.isdigit():
+        raise click.UsageError(f"invalid size '{size}'")
+    n = int(num) * mult
+    fs = _open_rw(image)
+    try:
+        for path in paths:
+            cur = fs.stat(path).st_size
+            new = cur + n if rel == "+" else max(0, cur - n) if rel == "-" else n
+            fs.truncate(path, new)
+    finally:
+        fs.close()
+    return 0
+
+
 if __name__ == "__main__":
     main()

@@ -1237,8 +1237,8 @@ def mkfs(
     ``-E hash_seed=``.
     """
     t0 = time.monotonic()
-    if source_dir is not None:
-        raise UnsupportedFeatureError("mkfs -d (populate from a directory) is not supported yet")
+    if source_dir is not None and not os.path.isdir(source_dir):
+        raise MkfsParameterError(f"-d {os.fspath(source_dir)}: not a directory")
     if fs_type not in FS_TYPES:
         raise MkfsParameterError(f"unknown file system type '{fs_type}' (ext2, ext3, ext4)")
     path = os.fspath(image)
@@ -1449,12 +1449,36 @@ def mkfs(
     # ---- write ------------------------------------------------------------------------
     total_bytes = fs_blocks * bs if size is not None else geo.blocks_count * bs
     _write_image(path, b, is_dev=is_dev, file_bytes=max(total_bytes, geo.blocks_count * bs))
+    if source_dir is not None:
+        _populate(path, source_dir)
     return MkfsResult(
         path=path, geometry=geo, uuid=_uuid.UUID(bytes=fs_uuid),
         free_blocks=b.free_blocks_total, free_inodes=geo.inodes_count - len(b.used_inodes),
         overhead_clusters=b.overhead, journal_blocks=journal_blocks,
         seconds=time.monotonic() - t0,
     )
+
+
+def _populate(path: str, source_dir: str | os.PathLike) -> None:
+    """mkfs -d: copy the tree's contents into the new root (the root takes the source
+    directory's mode, owner and times, as mke2fs -d does)."""
+    from .fs.writer import WritableFileSystem
+    from .populate import Populator
+
+    fs = WritableFileSystem.open_writable(path)
+    try:
+        Populator(fs).put(os.path.join(os.fsencode(source_dir), b"."), "/")
+        st = os.stat(source_dir)
+        with fs._op() as h:
+            root = fs.get_inode(2)
+            root.set_mode(_stat.S_IFDIR | (st.st_mode & 0o7777))
+            root.set_uid(st.st_uid)
+            root.set_gid(st.st_gid)
+            root.set_time_ns("atime", st.st_atime_ns)
+            root.set_time_ns("mtime", st.st_mtime_ns)
+            fs.write_inode(h, root)
+    finally:
+        fs.close()
 
 
 def _loop_device_of(path: str) -> str | None:

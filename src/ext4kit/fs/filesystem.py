@@ -84,8 +84,12 @@ class FileSystem:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open_image(cls, image: Any, mode: str = "r", **options: Any) -> FileSystem:
+        if mode in ("r+", "rb+", "r+b"):
+            from .writer import WritableFileSystem
+
+            return WritableFileSystem.open_writable(image, **options)
         if mode not in ("r", "rb"):
-            raise UnsupportedFeatureError(f"open mode {mode!r}: only read access ('r') is implemented yet")
+            raise ValueError(f"open mode {mode!r}: use 'r' (read) or 'r+' (read and write)")
         return cls._on_device(image, writable=False, **options)
 
     @classmethod

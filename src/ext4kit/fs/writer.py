@@ -21,6 +21,7 @@ from ..ondisk.superblock import SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE
 from .alloc import Allocator, group_first_block
 from .filesystem import FileSystem
 from .mapper import Mapper
+from .ops import WriteOps
 
 # flags a new inode takes from its directory (ext4's EXT4_FL_INHERITED)
 _INHERITED_FLAGS = (_inode.SECRM_FL | _inode.UNRM_FL | _inode.COMPR_FL | _inode.SYNC_FL
@@ -29,11 +30,14 @@ _INHERITED_FLAGS = (_inode.SECRM_FL | _inode.UNRM_FL | _inode.COMPR_FL | _inode.
                     | _inode.PROJINHERIT_FL)
 
 
-class WritableFileSystem(FileSystem):
+class WritableFileSystem(WriteOps, FileSystem):
     def __init__(self, dev: BlockDevice, **kw: Any):
         super().__init__(dev, **kw)
         if self.problems:
             raise CorruptError(f"refusing to write to a damaged file system: {self.problems[0]}")
+        if self.sb.has_incompat("needs_recovery"):
+            raise UnsupportedFeatureError(
+                "the journal needs recovery: replay it first (e2fsck or a kernel mount)")
         unsupported = [n for n in self.sb.unknown_incompat()]
         if unsupported:
             raise UnsupportedFeatureError("cannot write with feature(s): " + ", ".join(unsupported))
@@ -42,6 +46,10 @@ class WritableFileSystem(FileSystem):
         self.alloc = Allocator(self)
         self._extent_mapper: Mapper | None = None
         self._indirect_mapper: Mapper | None = None
+        self._open_counts: dict[int, int] = {}
+        if self.sb.f["s_last_orphan"]:
+            self.process_orphans()
+            self.commit()
 
     @classmethod
     def open_writable(cls, image: Any, **options: Any) -> WritableFileSystem:
