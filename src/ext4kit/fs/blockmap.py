@@ -87,7 +87,10 @@ def extent_runs(fs: FileSystem, inode: Inode) -> list[Run]:
     seed = None
     if fs.sb.metadata_csum:
         seed = inode_csum_seed(fs.csum_seed, inode.ino, inode.generation)
-    max_blocks = (inode.size + fs.block_size - 1) // fs.block_size + 16
+    # each run holds >= 1 block, counted in i_blocks (unwritten extents past EOF included)
+    size_blocks = (inode.size + fs.block_size - 1) // fs.block_size
+    held = inode.blocks_512(fs.sb.has_ro("huge_file"), fs.block_size) // (fs.block_size // 512)
+    max_blocks = min(max(size_blocks, held), fs.blocks_count) + 16
     runs: list[Run] = []
     visited: set[int] = set()
     bs = fs.block_size
