@@ -275,12 +275,10 @@ class Allocator:
             if gd.free_inodes_count == 0:
                 continue
             bm = self.inode_bitmap(g)
-            free = np.flatnonzero(~bm)
-            if g == 0:
-                free = free[free >= first_ino - 1]
-            if free.size == 0:
+            lo = first_ino - 1 if g == 0 else 0
+            idx = lo + int(bm[lo:].argmin())
+            if bm[idx]:
                 continue
-            idx = int(free[0])
             bm[idx] = True
             gd.f["bg_flags"] &= ~BG_INODE_UNINIT
             self._set_split(gd, "bg_free_inodes_count", gd.free_inodes_count - 1, 16)
@@ -315,8 +313,11 @@ class Allocator:
 def _find_run(bm: np.ndarray, start: int, want: int, min_count: int) -> tuple[int, int] | None:
     """First free run at/after ``start`` of length ``want`` (or the longest >= min_count)."""
     free = ~bm[start:]
-    if not free.any():
+    i = int(free.argmax())
+    if not free[i]:
         return None
+    if i + want <= len(free) and (want == 1 or free[i : i + want].all()):  # common case
+        return start + i, want
     # run starts/ends of free bits
     d = np.diff(np.concatenate(([0], free.view(np.int8), [0])))
     starts = np.flatnonzero(d == 1)

@@ -239,10 +239,9 @@ def _htree_lookup(fs: FileSystem, inode: Inode, name: bytes) -> de.DirEntry | No
             if de.leaf_checksum(seed, leaf) != de.stored_leaf_checksum(leaf):
                 fs.report_checksum(ChecksumError(
                     f"directory inode {inode.ino} leaf {lblk}: checksum mismatch"))
-        found, err = _parse_leaf(fs, phys, leaf, filetype)
-        for e in found:
-            if e.inode and e.name == name:
-                return e
+        hit, err = de.find_name(leaf, name, bs, filetype)
+        if hit is not None:
+            return hit
         if err:
             raise _HtreeUnusable(err)
         # hash collisions may continue in the next leaf (low bit set on its hash)

@@ -291,11 +291,16 @@ class WriteOps:
             parent, name, shown = self._split(path)
             if name in (b".", b"..") or self._lookup(parent, name) is not None:
                 raise fs_oserror(errno.EEXIST, shown)
-            child = self._new_child(h, parent, name, _stat.S_IFREG | (mode & 0o7777), uid, gid)
-            child.set_links(1)
-            self.write_inode(h, child)
-            self._link_into(h, parent, name, child)
-            return child.ino
+            return self._create_in(h, parent, name, mode, uid, gid)
+
+    def _create_in(self: WritableFileSystem, h: Handle, parent: Inode, name: bytes, mode: int,
+                   uid: int | None = None, gid: int | None = None) -> int:
+        """A new regular file ``name`` in ``parent`` (the caller checked it is free)."""
+        child = self._new_child(h, parent, name, _stat.S_IFREG | (mode & 0o7777), uid, gid)
+        child.set_links(1)
+        self.write_inode(h, child)
+        self._link_into(h, parent, name, child)
+        return child.ino
 
     def mknod(self: WritableFileSystem, path: Any, mode: int = 0o600 | _stat.S_IFREG,
               device: int = 0, *, uid: int | None = None, gid: int | None = None) -> None:

@@ -156,20 +156,22 @@ def open_file(fs: WritableFileSystem, path: Any, mode: str = "rb", buffering: in
             with fs._op() as h:
                 fs.inode_truncate(h, inode, 0)
     else:
-        # a dangling symlink as the last component: create its target (as open(2) does)
-        try:
-            link = fs.lstat(path)
-        except FileNotFoundError:
-            link = None
-        if link is not None and (link.st_mode & 0o170000) == 0o120000:
-            if _depth > 8:
-                raise fs_oserror(errno.ELOOP, shown)
+        with fs._op() as h:
+            parent, name, _ = fs._split(path)
+            if name in (b".", b".."):
+                raise fs_oserror(errno.EISDIR, shown)
+            existing = fs._lookup(parent, name)
+            if existing is None:
+                ino = fs._create_in(h, parent, name, 0o666)
+        if existing is not None:
+            # a dangling symlink as the last component: create its target (as open(2) does)
+            if _depth > 8 or not fs.get_inode(existing).is_symlink():
+                raise fs_oserror(errno.ELOOP if _depth > 8 else errno.ENOENT, shown)
             target = fs.readlink(fs._bpath(path))
             if not target.startswith(b"/"):
                 head = fs._bpath(path).rstrip(b"/").rpartition(b"/")[0]
                 target = head + b"/" + target
             return open_file(fs, target, mode, buffering, _depth + 1)
-        ino = fs.create(path, 0o666)
     raw = Ext4File(fs, ino, shown, readable=readable, writable=writable, append=kind == "a")
     if buffering == 0:
         return raw

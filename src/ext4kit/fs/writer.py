@@ -47,6 +47,7 @@ class WritableFileSystem(WriteOps, FileSystem):
         self._extent_mapper: Mapper | None = None
         self._indirect_mapper: Mapper | None = None
         self._open_counts: dict[int, int] = {}
+        self._icache: dict[int, Inode] = {}
         if self.sb.f["s_last_orphan"]:
             self.process_orphans()
             self.commit()
@@ -76,12 +77,30 @@ class WritableFileSystem(WriteOps, FileSystem):
         """Seed of the inode's own metadata checksums (extent nodes, dir blocks, ...)."""
         return _inode.inode_csum_seed(self.csum_seed, inode.ino, inode.generation)
 
+    def get_inode(self, ino: int) -> Inode:
+        """Inodes this process wrote come from a cache (already verified, already packed);
+        callers get their own copy to change."""
+        cached = self._icache.get(ino) if hasattr(self, "_icache") else None
+        if cached is None:
+            inode = super().get_inode(ino)
+            if hasattr(self, "_icache"):
+                self._remember_inode(inode)
+            return inode
+        return Inode(ino, dict(cached.f), cached.raw)
+
+    def _remember_inode(self, inode: Inode) -> None:
+        c = self._icache
+        c[inode.ino] = Inode(inode.ino, dict(inode.f), inode.raw)
+        if len(c) > 8192:
+            del c[next(iter(c))]
+
     def write_inode(self, h: Handle, inode: Inode) -> None:
         """Pack ``inode.f`` into its inode-table slot (checksum set) through the handle."""
         buf = inode.repack()
         if self.sb.metadata_csum:
             _inode.set_inode_checksum(buf, inode.ino, self.csum_seed)
         inode.raw = bytes(buf)
+        self._remember_inode(inode)
         blk, off = self.inode_location(inode.ino)
         tb = h.get_write_access(blk)
         tb[off : off + self.inode_size] = buf

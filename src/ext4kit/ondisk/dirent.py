@@ -78,6 +78,38 @@ def parse_block(
     return out, None
 
 
+def find_name(buf: bytes | memoryview, name: bytes, block_size: int, filetype: bool
+              ) -> tuple[DirEntry | None, str | None]:
+    """The live entry called ``name`` in one block, without decoding every entry: a
+    substring search rules most blocks out, a header walk confirms a candidate.
+    Returns (entry or None, error of the first malformed record met on the walk)."""
+    data = bytes(buf) if isinstance(buf, memoryview) else buf
+    if data.find(name, 8) < 0:
+        return None, None
+    off = 0
+    end = len(data)
+    nlen = len(name)
+    while off < end:
+        if off + 8 > end:
+            return None, f"directory entry at offset {off} overruns the block"
+        if filetype:
+            ino, rl, nl, ft = DIRENT.unpack_from(data, off)
+        else:
+            ino, rl, nl = DIRENT_OLD.unpack_from(data, off)
+            nl &= 0xFF
+            ft = 0
+        if block_size >= 65536:
+            rl = rec_len_from_disk(rl, block_size)
+        if rl < 8 or rl % 4 or off + rl > end:
+            return None, f"bad rec_len {rl} at offset {off}"
+        if 8 + nl > rl:
+            return None, f"name_len {nl} exceeds rec_len {rl} at offset {off}"
+        if ino and nl == nlen and data[off + 8 : off + 8 + nl] == name:
+            return DirEntry(off, ino, rl, name, ft), None
+        off += rl
+    return None, None
+
+
 def has_tail(buf: bytes | memoryview) -> bool:
     n = len(buf)
     if n < TAIL_SIZE:

@@ -113,6 +113,20 @@ def _tea(buf: list[int], inp: list[int]) -> None:
 
 def dx_hash(name: bytes, version: int, seed: tuple[int, ...] | list[int] | None = None) -> tuple[int, int]:
     """(major, minor) hash of ``name`` for htree hash ``version`` (0..5)."""
+    key = (name, version, tuple(seed) if seed is not None else None)
+    hit = _memo.get(key)
+    if hit is None:
+        hit = _dx_hash(name, version, seed)
+        if len(_memo) >= 4096:
+            _memo.clear()
+        _memo[key] = hit
+    return hit
+
+
+_memo: dict[tuple, tuple[int, int]] = {}
+
+
+def _dx_hash(name: bytes, version: int, seed: tuple[int, ...] | list[int] | None = None) -> tuple[int, int]:
     buf = list(DEFAULT_SEED)
     if seed and any(seed):
         buf = list(seed[:4])
