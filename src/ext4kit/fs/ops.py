@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 ROOT_INO = 2
 LINK_MAX = 65000  # EXT4_LINK_MAX
-COMMIT_BLOCKS = 8192  # group commit when the running transaction holds this many blocks
 WRITE_CHUNK_BLOCKS = 32768  # blocks mapped per step of a large write
 
 
@@ -57,8 +56,7 @@ class WriteOps:
             raise fs_oserror(errno.ENOSPC) from None
         finally:
             h.stop()
-        txn = self.journal.running
-        if txn is not None and len(txn.metadata) >= COMMIT_BLOCKS:
+        if self.journal.should_commit():  # group commit: size or age of the transaction
             self.commit()
 
     def _split(self: WritableFileSystem, path: Any) -> tuple[Inode, bytes, str]:
@@ -114,6 +112,13 @@ class WriteOps:
         self._touch(parent, "mtime", "ctime")
         self.write_inode(h, parent)
 
+    def _abandon_child(self: WritableFileSystem, h: Handle, parent: Inode, child: Inode) -> None:
+        """ENOSPC after ``child`` was allocated (its block, or the parent's new entry block,
+        did not fit): free the inode and whatever blocks it got, so nothing leaks."""
+        child.set_links(0)
+        self._release_inode(h, child)
+        self.write_inode(h, parent)
+
     # ------------------------------------------------------------------ directories
     def mkdir(self: WritableFileSystem, path: Any, mode: int = 0o777, *,
               uid: int | None = None, gid: int | None = None) -> None:
@@ -125,11 +130,17 @@ class WriteOps:
                 raise fs_oserror(errno.EEXIST, shown)
             self._check_nlink_room(parent, shown)
             child = self._new_child(h, parent, name, _stat.S_IFDIR | (mode & 0o7777), uid, gid)
-            dirwrite.init_dir(self, h, child, parent.ino)
-            child.set_links(2)
-            self.write_inode(h, child)
+            try:
+                dirwrite.init_dir(self, h, child, parent.ino)
+                child.set_links(2)
+                self.write_inode(h, child)
+                dirwrite.add_entry(self, h, parent, name, child.ino, self._ft(child.mode))
+            except NoSpace:
+                self._abandon_child(h, parent, child)
+                raise
             self._inc_dir_links(parent)
-            self._link_into(h, parent, name, child)
+            self._touch(parent, "mtime", "ctime")
+            self.write_inode(h, parent)
 
     def makedirs(self: WritableFileSystem, path: Any, mode: int = 0o777,
                  exist_ok: bool = False) -> None:
@@ -255,10 +266,10 @@ class WriteOps:
                 raise fs_oserror(errno.EEXIST, shown)
             if inode.links_count >= LINK_MAX:
                 raise fs_oserror(errno.EMLINK, shown)
+            self._link_into(h, parent, name, inode)  # first: it may fail with ENOSPC
             inode.set_links(inode.links_count + 1)
             self._touch(inode, "ctime")
             self.write_inode(h, inode)
-            self._link_into(h, parent, name, inode)
 
     def symlink(self: WritableFileSystem, target: Any, path: Any, *, uid: int | None = None,
                 gid: int | None = None) -> None:
@@ -272,17 +283,21 @@ class WriteOps:
             if name in (b".", b"..") or self._lookup(parent, name) is not None:
                 raise fs_oserror(errno.EEXIST, shown)
             child = self._new_child(h, parent, name, _stat.S_IFLNK | 0o777, uid, gid)
-            if len(btarget) < 60:
-                child.f["i_block"] = btarget + bytes(60 - len(btarget))
-            else:
-                self.mapper(child).init_inode(child)
-                block = btarget + bytes(self.block_size - len(btarget))
-                runs = self.mapper(child).allocate(h, child, 0, 1)
-                self.write_data(h, runs[0].physical, block)
-            child.set_size(len(btarget))
-            child.set_links(1)
-            self.write_inode(h, child)
-            self._link_into(h, parent, name, child)
+            try:
+                if len(btarget) < 60:
+                    child.f["i_block"] = btarget + bytes(60 - len(btarget))
+                else:
+                    self.mapper(child).init_inode(child)
+                    block = btarget + bytes(self.block_size - len(btarget))
+                    runs = self.mapper(child).allocate(h, child, 0, 1)
+                    self.write_data(h, runs[0].physical, block)
+                child.set_size(len(btarget))
+                child.set_links(1)
+                self.write_inode(h, child)
+                self._link_into(h, parent, name, child)
+            except NoSpace:
+                self._abandon_child(h, parent, child)
+                raise
 
     def create(self: WritableFileSystem, path: Any, mode: int = 0o666, *,
                uid: int | None = None, gid: int | None = None) -> int:
@@ -299,7 +314,11 @@ class WriteOps:
         child = self._new_child(h, parent, name, _stat.S_IFREG | (mode & 0o7777), uid, gid)
         child.set_links(1)
         self.write_inode(h, child)
-        self._link_into(h, parent, name, child)
+        try:
+            self._link_into(h, parent, name, child)
+        except NoSpace:
+            self._abandon_child(h, parent, child)
+            raise
         return child.ino
 
     def mknod(self: WritableFileSystem, path: Any, mode: int = 0o600 | _stat.S_IFREG,
@@ -316,7 +335,11 @@ class WriteOps:
                 child.set_rdev(os.major(device), os.minor(device))
             child.set_links(1)
             self.write_inode(h, child)
-            self._link_into(h, parent, name, child)
+            try:
+                self._link_into(h, parent, name, child)
+            except NoSpace:
+                self._abandon_child(h, parent, child)
+                raise
 
     def rename(self: WritableFileSystem, src: Any, dst: Any) -> None:
         from . import dirwrite
@@ -506,7 +529,7 @@ class WriteOps:
         if not run or run[0].uninit:
             return
         phys = run[0].physical + (lblk - run[0].logical)
-        buf = bytearray(self.dev.read_exact(phys * bs, bs))
+        buf = bytearray(self.read_data_block(phys))
         off = pos % bs
         if any(buf[off:]):
             buf[off:] = bytes(bs - off)
@@ -600,10 +623,10 @@ class WriteOps:
         buf = bytearray(bend - bstart)
         if not fresh:
             if s != bstart:
-                buf[:bs] = self.dev.read_exact(phys * bs, bs)
+                buf[:bs] = self.read_data_block(phys)
             if e != bend:
                 last_phys = phys + (bend - bstart) // bs - 1
-                buf[-bs:] = self.dev.read_exact(last_phys * bs, bs)
+                buf[-bs:] = self.read_data_block(last_phys)
         buf[s - bstart : e - bstart] = mv[s - offset : e - offset]
         self.write_data(h, phys, buf)
 

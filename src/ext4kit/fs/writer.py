@@ -30,19 +30,68 @@ _INHERITED_FLAGS = (_inode.SECRM_FL | _inode.UNRM_FL | _inode.COMPR_FL | _inode.
                     | _inode.PROJINHERIT_FL)
 
 
+def parse_mount_options(text: str | None, **given: Any) -> dict[str, Any]:
+    """``mount -o`` style options (data=journal,commit=1,barrier=0,...) merged with keyword
+    options (keywords win). Unknown words raise ValueError."""
+    opts: dict[str, Any] = {}
+    for word in filter(None, (text or "").split(",")):
+        key, eq, val = word.partition("=")
+        if key == "data" and val in ("journal", "ordered", "writeback"):
+            opts["data"] = val
+        elif key == "commit" and eq:
+            opts["commit"] = float(val) if val else 5.0
+        elif key in ("barrier", "nobarrier"):
+            opts["barrier"] = key == "barrier" and val != "0"
+        elif key in ("journal_checksum", "nojournal_checksum"):
+            opts["journal_checksum"] = key == "journal_checksum"
+        elif key == "journal_async_commit":
+            opts["journal_async_commit"] = True
+            opts["journal_checksum"] = True
+        elif key in ("norevoke", "revoke"):
+            opts["revoke"] = key == "revoke"
+        elif key in ("delalloc", "nodelalloc"):
+            opts["delalloc"] = key == "delalloc"
+        elif key in ("auto_da_alloc", "noauto_da_alloc"):
+            opts["auto_da_alloc"] = key == "auto_da_alloc"
+        else:
+            raise ValueError(f"unknown mount option '{word}'")
+    opts.update({k: v for k, v in given.items() if v is not None})
+    return opts
+
+
+JOURNAL_OPTIONS = ("data", "commit", "barrier", "journal_checksum", "journal_async_commit",
+                   "revoke", "delalloc", "auto_da_alloc", "clock", "options")
+
+
 class WritableFileSystem(WriteOps, FileSystem):
     def __init__(self, dev: BlockDevice, **kw: Any):
+        given = {k: kw.pop(k) for k in JOURNAL_OPTIONS if k in kw}
+        opts = parse_mount_options(given.pop("options", None), **given)
         super().__init__(dev, **kw)
         if self.problems:
             raise CorruptError(f"refusing to write to a damaged file system: {self.problems[0]}")
-        if self.sb.has_incompat("needs_recovery"):
-            raise UnsupportedFeatureError(
-                "the journal needs recovery: replay it first (e2fsck or a kernel mount)")
         unsupported = [n for n in self.sb.unknown_incompat()]
         if unsupported:
             raise UnsupportedFeatureError("cannot write with feature(s): " + ", ".join(unsupported))
+        self.mount_options = opts
+        if self.sb.has_incompat("needs_recovery"):
+            self._recover()
         self.buffers = BufferCache(dev, self.block_size)
-        self.journal = InPlaceJournal(dev, self.buffers)
+        barrier = opts.get("barrier", True)
+        if self.sb.has_compat("has_journal"):
+            from ..jbd2.journal import Jbd2Journal
+
+            self.journal = Jbd2Journal(
+                self, self.buffers, barrier=barrier, data=opts.get("data", "ordered"),
+                journal_checksum=opts.get("journal_checksum", True),
+                async_commit=opts.get("journal_async_commit", False),
+                revoke=opts.get("revoke", True), commit_interval=opts.get("commit", 5.0),
+                **({"clock": opts["clock"]} if "clock" in opts else {}))
+            self._set_needs_recovery(True)
+        else:
+            if opts.get("data", "ordered") == "journal":
+                raise UnsupportedFeatureError("data=journal needs a journal")
+            self.journal = InPlaceJournal(dev, self.buffers, barrier=barrier)
         self.alloc = Allocator(self)
         self._extent_mapper: Mapper | None = None
         self._indirect_mapper: Mapper | None = None
@@ -51,6 +100,66 @@ class WritableFileSystem(WriteOps, FileSystem):
         if self.sb.f["s_last_orphan"]:
             self.process_orphans()
             self.commit()
+
+    def _recover(self) -> None:
+        """Replay the journal a crash left (as the kernel does at mount), then reload."""
+        from ..jbd2.log import recover
+
+        recover(self, write=True)
+        self._cache.clear()
+        self._bmap_cache.clear()
+        self._bmap_cache_runs = 0
+        self._dirent_cache.clear()
+        self._load_superblock(None)
+        self._load_group_descriptors()
+        if self.problems:
+            raise CorruptError(f"after journal replay: {self.problems[0]}")
+
+    def _set_needs_recovery(self, on: bool) -> None:
+        """The superblock flag written in place (not logged), as ext4 does at mount and at
+        a clean unmount."""
+        if on:
+            self.sb.f["s_feature_incompat"] |= 0x4
+        else:
+            self.sb.f["s_feature_incompat"] &= ~0x4
+        raw = self.sb.pack()
+        self.dev.write(SUPERBLOCK_OFFSET, raw)
+        blk = SUPERBLOCK_OFFSET // self.block_size
+        off = SUPERBLOCK_OFFSET % self.block_size
+        for store in (self.buffers.dirty, self.buffers.pinned):
+            if blk in store:
+                cur = bytearray(store[blk])
+                cur[off : off + SUPERBLOCK_SIZE] = raw
+                store[blk] = cur if store is self.buffers.dirty else bytes(cur)  # type: ignore[index]
+        self.buffers.clean.pop(blk, None)
+        if self.journal.barrier:
+            self.dev.flush()
+
+    def read_data_block(self, phys: int) -> bytes:
+        """One block of file data as the file sees it (journal-pending data included)."""
+        pending = self.journal.pending_data_block(phys)
+        if pending is not None:
+            return pending
+        return self.dev.read_exact(phys * self.block_size, self.block_size)
+
+    def inode_readinto(self, inode: Inode, offset: int, out: memoryview) -> int:
+        n = super().inode_readinto(inode, offset, out)
+        if hasattr(self, "journal") and self.journal.has_pending_data() and \
+                not inode.flags & _inode.INLINE_DATA_FL:
+            bs = self.block_size
+            first = offset // bs
+            last = (offset + len(out) - 1) // bs
+            for run in self.block_map(inode).overlapping(first, last - first + 1):
+                if run.uninit:
+                    continue
+                for lb in range(max(run.logical, first), min(run.logical + run.length, last + 1)):
+                    data = self.journal.pending_data_block(run.physical + lb - run.logical)
+                    if data is None:
+                        continue
+                    s = max(lb * bs, offset)
+                    e = min((lb + 1) * bs, offset + len(out))
+                    out[s - offset : e - offset] = data[s - lb * bs : e - lb * bs]
+        return n
 
     @classmethod
     def open_writable(cls, image: Any, **options: Any) -> WritableFileSystem:
@@ -67,8 +176,8 @@ class WritableFileSystem(WriteOps, FileSystem):
     def read_blocks(self, blk: int, count: int) -> bytes:
         if not hasattr(self, "buffers"):
             return super().read_blocks(blk, count)
-        dirty = self.buffers.dirty
-        if dirty and any(b in dirty for b in range(blk, blk + count)):
+        dirty, pinned = self.buffers.dirty, self.buffers.pinned
+        if (dirty or pinned) and any(b in dirty or b in pinned for b in range(blk, blk + count)):
             return b"".join(self.read_block(b) for b in range(blk, blk + count))
         return super().read_blocks(blk, count)
 
@@ -218,8 +327,12 @@ class WritableFileSystem(WriteOps, FileSystem):
         self.journal.commit()
 
     def close(self) -> None:
+        """Unmount: commit, checkpoint the journal, clear needs_recovery."""
         try:
             if hasattr(self, "journal"):
                 self.commit()
+                self.journal.close()
+                if self.sb.has_compat("has_journal"):
+                    self._set_needs_recovery(False)
         finally:
             super().close()

@@ -33,11 +33,15 @@ class BufferCache:
         self.capacity = capacity
         self.clean: OrderedDict[int, bytes] = OrderedDict()
         self.dirty: dict[int, bytearray] = {}
+        self.pinned: dict[int, bytes] = {}  # committed to the journal, not yet home
 
     def read(self, blk: int) -> bytes | bytearray:
         buf = self.dirty.get(blk)
         if buf is not None:
             return buf
+        data = self.pinned.get(blk)
+        if data is not None:
+            return data
         data = self.clean.get(blk)
         if data is not None:
             self.clean.move_to_end(blk)
@@ -71,6 +75,23 @@ class BufferCache:
     def drop(self, blk: int) -> None:
         self.dirty.pop(blk, None)
         self.clean.pop(blk, None)
+        self.pinned.pop(blk, None)
+
+    def pin(self, blk: int) -> None:
+        """The dirty buffer is committed to the journal: keep it until checkpoint."""
+        buf = self.dirty.pop(blk, None)
+        if buf is not None:
+            self.pinned[blk] = bytes(buf)
+            self.clean.pop(blk, None)
+
+    def unpin(self, blocks: set[int]) -> None:
+        """Checkpointed: the home copies are current; keep them as clean cache entries."""
+        for blk in blocks:
+            data = self.pinned.pop(blk, None)
+            if data is not None and blk not in self.dirty:
+                self.clean[blk] = data
+        while len(self.clean) > self.capacity:
+            self.clean.popitem(last=False)
 
 
 @dataclass
@@ -120,6 +141,7 @@ class Handle:
         self.txn.metadata.pop(blk, None)
         self.journal.cache.drop(blk)
         self.txn.revoked.add(blk)
+        self.journal.on_forget(blk)
 
     def write_data(self, blk: int, data: bytes | bytearray | memoryview) -> None:
         """File data for consecutive blocks from ``blk`` (whole blocks). When it reaches
@@ -180,6 +202,23 @@ class InPlaceJournal:
 
     def _stop(self, handle: Handle) -> None:
         handle.txn.handles -= 1
+
+    def on_forget(self, blk: int) -> None:
+        """A metadata block was freed (nothing is logged without a journal)."""
+
+    def should_commit(self) -> bool:
+        """Group commit: is the running transaction due? (Without a journal: when big.)"""
+        return self.running is not None and len(self.running.metadata) >= 8192
+
+    def pending_data_block(self, blk: int) -> bytes | None:
+        return None
+
+    def has_pending_data(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if self.running is not None and self.running.handles == 0:
+            self.commit()
 
     def submit_data(self, txn: Transaction, blk: int, data: bytes | bytearray | memoryview) -> None:
         """Ordered data: written now, and the flush at commit puts it on stable storage
