@@ -402,7 +402,7 @@ def _walk(journal: bytes):
                 blk = wrap(blk + 1)
                 lines.append(f"  FS block {tag.blocknr} logged at journal block {blk} "
                              f"(flags 0x{tag.flags:x})")
-                data = jbd2.unescape_block(journal[blk * bs:(blk + 1) * bs], tag.escaped)
+                data = journal[blk * bs:(blk + 1) * bs]  # checksummed as stored (escaped)
                 if fmt.has_csum:
                     verdicts.append(("data", blk, jbd2.verify_tag_checksum(tag, fmt, seed, seq, data)))
             blk = wrap(blk + 1)

@@ -194,7 +194,7 @@ class Jbd2Journal(InPlaceJournal):
             bodies = []
             for k, (blk, data) in enumerate(chunk):
                 body, escaped = j.escape_block(data)
-                csum = j.tag_checksum_for(self.fmt, self.seed or 0, seq, data) if self.seed is not None else 0
+                csum = j.tag_checksum_for(self.fmt, self.seed, seq, body) if self.seed is not None else 0
                 tags.append(j.BlockTag(blk, j.FLAG_ESCAPE if escaped else 0, csum,
                                        uuid if k == 0 else None))
                 bodies.append(body)

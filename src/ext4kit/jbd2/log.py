@@ -169,8 +169,7 @@ def scan(area: JournalArea, jsb: j.JournalSuperblock) -> ScanResult:
                 p = _wrap(jsb, p + 1)
                 cur.tags.append((p, tag))
                 if seed is not None:
-                    data = j.unescape_block(area.read(p), tag.escaped)
-                    if not j.verify_tag_checksum(tag, fmt, seed, seq, data):
+                    if not j.verify_tag_checksum(tag, fmt, seed, seq, area.read(p)):
                         bad = f"logged block {p} (for block {tag.blocknr}) checksum mismatch"
             scanned += len(tags)
             if bad:

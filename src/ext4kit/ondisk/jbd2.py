@@ -496,7 +496,8 @@ def tag_checksum_for(fmt: TagFormat, csum_seed: int, sequence: int,
                      data: bytes | bytearray | memoryview) -> int:
     """The value a tag stores for ``data``: 32 bits (v3), low 16 bits (v2), 0 otherwise.
 
-    ``data`` is the block as it belongs on the file system (before escaping)."""
+    ``data`` is the block as stored in the journal (escaped: jbd2 checksums the copy it
+    writes to the log, and recovery verifies what it reads back before unescaping)."""
     if not fmt.has_csum:
         return 0
     c = block_tag_checksum(csum_seed, sequence, data)
@@ -506,7 +507,7 @@ def tag_checksum_for(fmt: TagFormat, csum_seed: int, sequence: int,
 def verify_tag_checksum(tag: BlockTag, fmt: TagFormat, csum_seed: int, sequence: int,
                         data: bytes | bytearray | memoryview) -> bool:
     """True when the journal keeps no data checksums or ``tag.checksum`` matches ``data``
-    (the unescaped block)."""
+    (the block as read from the journal, still escaped)."""
     if not fmt.has_csum:
         return True
     return tag_checksum_for(fmt, csum_seed, sequence, data) == tag.checksum
