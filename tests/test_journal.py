@@ -14,7 +14,7 @@ import ext4kit
 from ext4kit.fs.filesystem import FileSystem
 from ext4kit.jbd2.log import JournalArea, scan
 from ext4kit.ondisk import jbd2 as j
-from wtools import assert_fsck_clean, can_mount, fsck, kernel_mount, make_image
+from wtools import assert_fsck_clean, can_mount, kernel_mount, make_image
 
 
 def _crash_copy(img: Path, name: str) -> Path:
@@ -30,7 +30,7 @@ def _e2fsck_replay(img: Path) -> subprocess.CompletedProcess:
 
 def _files(fs) -> dict[str, bytes]:
     out = {}
-    for top, dirs, files in fs.walk("/"):
+    for top, _dirs, files in fs.walk("/"):
         for f in files:
             p = top.rstrip("/") + "/" + f
             if not fs.lstat(p).st_mode & 0o170000 == 0o100000:

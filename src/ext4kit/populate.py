@@ -76,8 +76,10 @@ class Populator:
                 raise fs_oserror(errno.ENOTDIR, shown)
             fs.unlink(bdest)
         with fs._op() as h:
-            self._copy(h, parent, name, bsrc, st)
-            fs.write_inode(h, parent)
+            try:
+                self._copy(h, parent, name, bsrc, st)
+            finally:  # the entry (or a new directory block) is on disk: so is the parent
+                fs.write_inode(h, parent)
         if _stat.S_ISDIR(st.st_mode):
             self._tree(bsrc, fs.get_inode(fs._lookup(fs.get_inode(parent.ino), name)))
         return self.stats
@@ -104,22 +106,24 @@ class Populator:
                 continue
             subdirs = []
             with fs._op() as h:
-                for name, cpath in entries:
-                    try:
-                        st = os.lstat(cpath)
-                    except OSError as exc:
-                        self.stats.warnings.append(f"{os.fsdecode(cpath)}: {exc.strerror}")
-                        continue
-                    if fs._lookup(dinode, name) is not None:
-                        old = fs.get_inode(fs._lookup(dinode, name))
-                        if _stat.S_ISDIR(st.st_mode) and old.is_dir():
-                            subdirs.append((cpath, old, None))
+                try:
+                    for name, cpath in entries:
+                        try:
+                            st = os.lstat(cpath)
+                        except OSError as exc:
+                            self.stats.warnings.append(f"{os.fsdecode(cpath)}: {exc.strerror}")
                             continue
-                        raise fs_oserror(errno.EEXIST, os.fsdecode(cpath))
-                    child = self._copy(h, dinode, name, cpath, st)
-                    if child is not None and _stat.S_ISDIR(st.st_mode):
-                        subdirs.append((cpath, child, st))
-                fs.write_inode(h, dinode)
+                        if fs._lookup(dinode, name) is not None:
+                            old = fs.get_inode(fs._lookup(dinode, name))
+                            if _stat.S_ISDIR(st.st_mode) and old.is_dir():
+                                subdirs.append((cpath, old, None))
+                                continue
+                            raise fs_oserror(errno.EEXIST, os.fsdecode(cpath))
+                        child = self._copy(h, dinode, name, cpath, st)
+                        if child is not None and _stat.S_ISDIR(st.st_mode):
+                            subdirs.append((cpath, child, st))
+                finally:  # entries added so far (and new directory blocks) are on disk
+                    fs.write_inode(h, dinode)
             for cpath, child, st in reversed(subdirs):
                 stack.append((cpath, child, st, None))
             if dst is not None:
@@ -140,9 +144,9 @@ class Populator:
         key = (st.st_dev, st.st_ino)
         if not _stat.S_ISDIR(mode) and st.st_nlink > 1 and key in self.links:
             inode = fs.get_inode(self.links[key])
+            self._add_entry(h, parent, name, inode)  # first: it may fail with ENOSPC
             inode.set_links(inode.links_count + 1)
             fs.write_inode(h, inode)
-            self._add_entry(h, parent, name, inode)
             self.stats.hardlinks += 1
             return inode
         inode = fs.new_inode(h, mode, parent, uid=st.st_uid, gid=st.st_gid)
@@ -152,8 +156,6 @@ class Populator:
 
                 dirwrite.init_dir(fs, h, inode, parent.ino)
                 inode.set_links(2)
-                fs._inc_dir_links(parent)
-                self.stats.dirs += 1
             elif _stat.S_ISREG(mode):
                 inode.set_links(1)
                 self._copy_data(h, inode, path, st)
@@ -173,8 +175,14 @@ class Populator:
             inode.set_time_ns("mtime", st.st_mtime_ns)
             fs.write_inode(h, inode)
             self._add_entry(h, parent, name, inode)
-        except NoSpace:
+        except (NoSpace, OSError):
+            # no name for it: give the inode and its blocks back, so nothing leaks
+            inode.set_links(0)
+            fs._release_inode(h, inode)
             raise
+        if _stat.S_ISDIR(mode):
+            fs._inc_dir_links(parent)
+            self.stats.dirs += 1
         if not _stat.S_ISDIR(mode) and st.st_nlink > 1:
             self.links[key] = inode.ino
         return inode

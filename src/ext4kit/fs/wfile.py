@@ -30,7 +30,7 @@ class Ext4File(io.RawIOBase):
         self._readable = readable
         self._writable = writable
         self._append = append
-        self._pos = 0
+        self._pos = self._inode().size if append else 0  # as Python's open("a")
         fs._file_opened(ino)
 
     def readable(self) -> bool:
