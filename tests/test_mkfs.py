@@ -382,7 +382,7 @@ def test_bare_size_counts_blocks(tmp_path: Path) -> None:
     ({"journal_size_mib": 60}, MkfsParameterError),  # more than half of 64 MiB
     ({"uuid": "not-a-uuid"}, MkfsParameterError),
     ({"root_owner": "12"}, MkfsParameterError),
-    ({"source_dir": "/etc"}, UnsupportedFeatureError),
+    ({"source_dir": "/etc/hostname"}, MkfsParameterError),  # -d needs a directory
     ({"size": "100K"}, MkfsParameterError),  # 8 inodes: none left for lost+found
     ({"size": "0"}, MkfsParameterError),
 ])

@@ -357,8 +357,17 @@ def pack_inode(fields: dict[str, Any], inode_size: int) -> bytearray:
 def set_inode_checksum(buf: bytearray, ino: int, fs_seed: int) -> int:
     """Store the metadata_csum checksum of the packed inode ``buf`` (lo, and hi when
     i_extra_isize covers it); returns the checksum."""
-    c = Inode.parse(ino, bytes(buf)).compute_checksum(fs_seed)
+    generation = struct.unpack_from("<I", buf, 0x64)[0]
+    extra = struct.unpack_from("<H", buf, 128)[0] if len(buf) > GOOD_OLD_INODE_SIZE else 0
+    fits_hi = len(buf) > GOOD_OLD_INODE_SIZE and not extra & 3 and \
+        GOOD_OLD_INODE_SIZE + extra <= len(buf) and extra >= 4
+    struct.pack_into("<H", buf, CHECKSUM_LO_OFFSET, 0)
+    if fits_hi:
+        struct.pack_into("<H", buf, CHECKSUM_HI_OFFSET, 0)
+    c = crc32c_raw(inode_csum_seed(fs_seed, ino, generation), buf)
+    if not fits_hi:
+        c &= 0xFFFF
     struct.pack_into("<H", buf, CHECKSUM_LO_OFFSET, c & 0xFFFF)
-    if len(buf) > GOOD_OLD_INODE_SIZE and struct.unpack_from("<H", buf, 128)[0] >= 4:
+    if fits_hi:
         struct.pack_into("<H", buf, CHECKSUM_HI_OFFSET, c >> 16)
     return c
