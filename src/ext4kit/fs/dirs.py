@@ -167,7 +167,21 @@ def lookup(fs: FileSystem, inode: Inode, name: bytes) -> de.DirEntry | None:
             return _htree_lookup(fs, inode, name)
         except _HtreeUnusable as exc:
             fs.report_corruption(CorruptError(f"directory inode {inode.ino}: htree unusable ({exc}); scanning linearly"))
-    for e in iter_entries(fs, inode, with_dots=True):
+    if not inode.flags & INLINE_DATA_FL:
+        # linear: a substring test per block, entries decoded only around a candidate
+        filetype = fs.sb.has_incompat("filetype")
+        bs = fs.block_size
+        damaged = False
+        for _, _, buf in _dir_blocks_at(fs, inode):
+            hit, err = de.find_name(buf, name, bs, filetype)
+            if hit is not None:
+                return hit
+            if err:
+                damaged = True
+                break
+        if not damaged:
+            return None
+    for e in iter_entries(fs, inode, with_dots=True):  # inline, or damaged: report it
         if e.name == name:
             return e
     return None
