@@ -708,7 +708,9 @@ def recover(image: str) -> int:
     from .fs.filesystem import FileSystem
     from .jbd2.log import recover as do_recover
 
-    fs = FileSystem._on_device(image, writable=True)
+    with warnings.catch_warnings():  # "needs recovery" is why we are here
+        warnings.simplefilter("ignore")
+        fs = FileSystem._on_device(image, writable=True)
     try:
         if not fs.sb.has_compat("has_journal"):
             click.echo(f"{image}: no journal")
