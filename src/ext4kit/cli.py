@@ -538,11 +538,8 @@ def put(image: str, src: str, dest: str, no_xattrs: bool, verbose: bool) -> int:
 
     if not os.path.lexists(src):
         raise OSError(2, "No such file or directory", src)
-    fs = _open_rw(image)
-    try:
+    with _open_rw(image) as fs:
         st = do_put(fs, src, dest, xattrs=not no_xattrs)
-    finally:
-        fs.close()
     for w in st.warnings:
         _err(f"warning: {w}")
     if verbose:
@@ -559,8 +556,7 @@ def put(image: str, src: str, dest: str, no_xattrs: bool, verbose: bool) -> int:
 @guarded
 def rm(image: str, paths: tuple[str, ...], recursive: bool, force: bool) -> int:
     """Remove files (and with -r, directory trees) from the image."""
-    fs = _open_rw(image)
-    try:
+    with _open_rw(image) as fs:
         for path in paths:
             try:
                 st = fs.lstat(path)
@@ -574,8 +570,6 @@ def rm(image: str, paths: tuple[str, ...], recursive: bool, force: bool) -> int:
                 _rmtree(fs, path)
             else:
                 fs.unlink(path)
-    finally:
-        fs.close()
     return 0
 
 
@@ -603,15 +597,12 @@ def _rmtree(fs: Any, top: str) -> None:
 def mkdir_cmd(image: str, paths: tuple[str, ...], parents: bool, mode: str) -> int:
     """Make directories in the image."""
     m = _parse_mode_arg(mode, _stat.S_IFDIR | 0o755)
-    fs = _open_rw(image)
-    try:
+    with _open_rw(image) as fs:
         for path in paths:
             if parents:
                 fs.makedirs(path, m, exist_ok=True)
             else:
                 fs.mkdir(path, m)
-    finally:
-        fs.close()
     return 0
 
 
@@ -622,16 +613,13 @@ def mkdir_cmd(image: str, paths: tuple[str, ...], parents: bool, mode: str) -> i
 @guarded
 def mv(image: str, src: str, dest: str) -> int:
     """Rename SRC to DEST (into DEST when it is a directory), replacing atomically."""
-    fs = _open_rw(image)
-    try:
+    with _open_rw(image) as fs:
         try:
             if _stat.S_ISDIR(fs.stat(dest).st_mode):  # like mv: into an existing directory
                 dest = dest.rstrip("/") + "/" + src.rstrip("/").rpartition("/")[2]
         except FileNotFoundError:
             pass
         fs.rename(src, dest)
-    finally:
-        fs.close()
     return 0
 
 
@@ -643,14 +631,11 @@ def mv(image: str, src: str, dest: str) -> int:
 @guarded
 def ln(image: str, target: str, link_name: str, symbolic: bool) -> int:
     """Make a hard link (or with -s a symbolic link) LINK_NAME to TARGET."""
-    fs = _open_rw(image)
-    try:
+    with _open_rw(image) as fs:
         if symbolic:
             fs.symlink(target, link_name)
         else:
             fs.link(target, link_name)
-    finally:
-        fs.close()
     return 0
 
 
@@ -661,13 +646,10 @@ def ln(image: str, target: str, link_name: str, symbolic: bool) -> int:
 @guarded
 def chmod(image: str, mode: str, paths: tuple[str, ...]) -> int:
     """Change the mode of files in the image (octal or symbolic, like chmod)."""
-    fs = _open_rw(image)
-    try:
+    with _open_rw(image) as fs:
         for path in paths:
             old = fs.stat(path).st_mode
             fs.chmod(path, _parse_mode_arg(mode, old))
-    finally:
-        fs.close()
     return 0
 
 
@@ -688,14 +670,11 @@ def truncate(image: str, paths: tuple[str, ...], size: str) -> int:
     if not num.isdigit():
         raise click.UsageError(f"invalid size '{size}'")
     n = int(num) * mult
-    fs = _open_rw(image)
-    try:
+    with _open_rw(image) as fs:
         for path in paths:
             cur = fs.stat(path).st_size
             new = cur + n if rel == "+" else max(0, cur - n) if rel == "-" else n
             fs.truncate(path, new)
-    finally:
-        fs.close()
     return 0
 
 

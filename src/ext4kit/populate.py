@@ -193,17 +193,9 @@ class Populator:
         dirwrite.add_entry(self.fs, h, parent, name, inode.ino, self.fs._ft(inode.mode))
 
     def _symlink(self, h: Handle, inode: Inode, target: bytes) -> None:
-        fs = self.fs
-        if len(target) < 60:
-            inode.f["i_block"] = target + bytes(60 - len(target))
-        else:
-            if len(target) >= fs.block_size:
-                raise fs_oserror(errno.ENAMETOOLONG, os.fsdecode(target))
-            m = fs.mapper(inode)
-            m.init_inode(inode)
-            runs = m.allocate(h, inode, 0, 1)
-            fs.write_data(h, runs[0].physical, target + bytes(fs.block_size - len(target)))
-        inode.set_size(len(target))
+        if len(target) >= self.fs.block_size:
+            raise fs_oserror(errno.ENAMETOOLONG, os.fsdecode(target))
+        self.fs.store_symlink(h, inode, target)
 
     def _copy_data(self, h: Handle, inode: Inode, path: bytes, st: os.stat_result) -> None:
         fs = self.fs

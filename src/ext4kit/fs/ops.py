@@ -20,7 +20,7 @@ import errno
 import os
 import stat as _stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +75,13 @@ class WriteOps:
             raise fs_oserror(errno.ENOTDIR, shown)
         return parent, name, shown
 
+    def _split_new(self: WritableFileSystem, path: Any) -> tuple[Inode, bytes, str]:
+        """``_split`` for a name about to be created: EEXIST when it is taken."""
+        parent, name, shown = self._split(path)
+        if name in (b".", b"..") or self._lookup(parent, name) is not None:
+            raise fs_oserror(errno.EEXIST, shown)
+        return parent, name, shown
+
     def _lookup(self: WritableFileSystem, dinode: Inode, name: bytes) -> int | None:
         from . import dirs
 
@@ -125,9 +132,7 @@ class WriteOps:
         from . import dirwrite
 
         with self._op() as h:
-            parent, name, shown = self._split(path)
-            if name in (b".", b"..") or self._lookup(parent, name) is not None:
-                raise fs_oserror(errno.EEXIST, shown)
+            parent, name, shown = self._split_new(path)
             self._check_nlink_room(parent, shown)
             child = self._new_child(h, parent, name, _stat.S_IFDIR | (mode & 0o7777), uid, gid)
             try:
@@ -259,11 +264,9 @@ class WriteOps:
         with self._op() as h:
             ino = self._resolve_ino(src, follow_symlinks)
             inode = self.get_inode(ino)
-            parent, name, shown = self._split(dst)
             if inode.is_dir():
                 raise fs_oserror(errno.EPERM, os.fsdecode(self._bpath(src)))
-            if name in (b".", b"..") or self._lookup(parent, name) is not None:
-                raise fs_oserror(errno.EEXIST, shown)
+            parent, name, shown = self._split_new(dst)
             if inode.links_count >= LINK_MAX:
                 raise fs_oserror(errno.EMLINK, shown)
             self._link_into(h, parent, name, inode)  # first: it may fail with ENOSPC
@@ -279,47 +282,49 @@ class WriteOps:
         if len(btarget) >= self.block_size or len(btarget) >= 4096:
             raise fs_oserror(errno.ENAMETOOLONG, os.fsdecode(self._bpath(path)))
         with self._op() as h:
-            parent, name, shown = self._split(path)
-            if name in (b".", b"..") or self._lookup(parent, name) is not None:
-                raise fs_oserror(errno.EEXIST, shown)
-            child = self._new_child(h, parent, name, _stat.S_IFLNK | 0o777, uid, gid)
-            try:
-                if len(btarget) < 60:
-                    child.f["i_block"] = btarget + bytes(60 - len(btarget))
-                else:
-                    self.mapper(child).init_inode(child)
-                    block = btarget + bytes(self.block_size - len(btarget))
-                    runs = self.mapper(child).allocate(h, child, 0, 1)
-                    self.write_data(h, runs[0].physical, block)
-                child.set_size(len(btarget))
-                child.set_links(1)
-                self.write_inode(h, child)
-                self._link_into(h, parent, name, child)
-            except NoSpace:
-                self._abandon_child(h, parent, child)
-                raise
+            parent, name, shown = self._split_new(path)
+            self._make_node(h, parent, name, _stat.S_IFLNK | 0o777, uid, gid,
+                            lambda child: self.store_symlink(h, child, btarget))
+
+    def store_symlink(self: WritableFileSystem, h: Handle, inode: Inode, target: bytes) -> None:
+        """A symlink's target: in i_block when shorter than 60 bytes (fast), else in one block."""
+        if len(target) < 60:
+            inode.f["i_block"] = target + bytes(60 - len(target))
+        else:
+            mapper = self.mapper(inode)
+            mapper.init_inode(inode)
+            runs = mapper.allocate(h, inode, 0, 1)
+            self.write_data(h, runs[0].physical, target + bytes(self.block_size - len(target)))
+        inode.set_size(len(target))
 
     def create(self: WritableFileSystem, path: Any, mode: int = 0o666, *,
                uid: int | None = None, gid: int | None = None) -> int:
         """A new empty regular file (EEXIST if the name exists); returns its inode number."""
         with self._op() as h:
-            parent, name, shown = self._split(path)
-            if name in (b".", b"..") or self._lookup(parent, name) is not None:
-                raise fs_oserror(errno.EEXIST, shown)
+            parent, name, shown = self._split_new(path)
             return self._create_in(h, parent, name, mode, uid, gid)
 
     def _create_in(self: WritableFileSystem, h: Handle, parent: Inode, name: bytes, mode: int,
                    uid: int | None = None, gid: int | None = None) -> int:
         """A new regular file ``name`` in ``parent`` (the caller checked it is free)."""
-        child = self._new_child(h, parent, name, _stat.S_IFREG | (mode & 0o7777), uid, gid)
-        child.set_links(1)
-        self.write_inode(h, child)
+        return self._make_node(h, parent, name, _stat.S_IFREG | (mode & 0o7777), uid, gid).ino
+
+    def _make_node(self: WritableFileSystem, h: Handle, parent: Inode, name: bytes, mode: int,
+                   uid: int | None, gid: int | None,
+                   fill: Callable[[Inode], None] | None = None) -> Inode:
+        """A new non-directory inode (``fill`` sets its contents) linked as ``name``; on
+        ENOSPC the inode and anything it got are freed again."""
+        child = self._new_child(h, parent, name, mode, uid, gid)
         try:
+            if fill is not None:
+                fill(child)
+            child.set_links(1)
+            self.write_inode(h, child)
             self._link_into(h, parent, name, child)
         except NoSpace:
             self._abandon_child(h, parent, child)
             raise
-        return child.ino
+        return child
 
     def mknod(self: WritableFileSystem, path: Any, mode: int = 0o600 | _stat.S_IFREG,
               device: int = 0, *, uid: int | None = None, gid: int | None = None) -> None:
@@ -327,19 +332,11 @@ class WriteOps:
         if fmt not in (_stat.S_IFREG, _stat.S_IFCHR, _stat.S_IFBLK, _stat.S_IFIFO, _stat.S_IFSOCK):
             raise fs_oserror(errno.EINVAL, os.fsdecode(self._bpath(path)))
         with self._op() as h:
-            parent, name, shown = self._split(path)
-            if name in (b".", b"..") or self._lookup(parent, name) is not None:
-                raise fs_oserror(errno.EEXIST, shown)
-            child = self._new_child(h, parent, name, fmt | (mode & 0o7777), uid, gid)
-            if fmt in (_stat.S_IFCHR, _stat.S_IFBLK):
-                child.set_rdev(os.major(device), os.minor(device))
-            child.set_links(1)
-            self.write_inode(h, child)
-            try:
-                self._link_into(h, parent, name, child)
-            except NoSpace:
-                self._abandon_child(h, parent, child)
-                raise
+            parent, name, shown = self._split_new(path)
+            rdev = fmt in (_stat.S_IFCHR, _stat.S_IFBLK)
+            self._make_node(h, parent, name, fmt | (mode & 0o7777), uid, gid,
+                            (lambda c: c.set_rdev(os.major(device), os.minor(device)))
+                            if rdev else None)
 
     def rename(self: WritableFileSystem, src: Any, dst: Any) -> None:
         from . import dirwrite

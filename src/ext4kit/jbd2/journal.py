@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from ..errors import UnsupportedFeatureError
 from ..ondisk import jbd2 as j
 from .log import JournalArea
-from .transaction import BufferCache, InPlaceJournal, Transaction
+from .transaction import BufferCache, Handle, InPlaceJournal, Transaction
 
 if TYPE_CHECKING:
     from ..fs.filesystem import FileSystem
@@ -89,10 +89,10 @@ class Jbd2Journal(InPlaceJournal):
         self._flush()
 
     # ------------------------------------------------------------------ handles
-    def start(self):  # type: ignore[no-untyped-def]
+    def start(self) -> Handle:
         h = super().start()
-        if not hasattr(h.txn, "started"):
-            h.txn.started = self.clock()  # type: ignore[attr-defined]
+        if h.txn.started is None:
+            h.txn.started = self.clock()
         return h
 
     def should_commit(self) -> bool:
@@ -102,7 +102,7 @@ class Jbd2Journal(InPlaceJournal):
         size = len(txn.metadata) + len(txn.data) + len(txn.revoked) // 64
         if size >= self.max_txn_blocks:
             return True
-        return self.clock() - getattr(txn, "started", self.clock()) >= self.commit_interval
+        return txn.started is not None and self.clock() - txn.started >= self.commit_interval
 
     def on_forget(self, blk: int) -> None:
         """A freed metadata block: an older logged copy must never be checkpointed."""
@@ -232,9 +232,9 @@ class Jbd2Journal(InPlaceJournal):
             self.checkpoint()
 
     # ------------------------------------------------------------------ checkpoint
-    def checkpoint(self, *, final: bool = False) -> None:
-        """Write every committed block home, flush, then free the log (s_start moves to
-        the head, or 0 = clean when ``final``)."""
+    def checkpoint(self) -> None:
+        """Write every committed block home, flush, then mark the log empty (s_start = 0;
+        the next commit starts a new log at the head)."""
         bs = self.cache.block_size
         for blk in sorted(self.pending):
             data = self.cache.pinned.get(blk)
@@ -249,10 +249,9 @@ class Jbd2Journal(InPlaceJournal):
         self.pending_data.clear()
         self.used = 0
         self.last_checkpoint = self.clock()
-        if not self.clean or final:
+        if not self.clean:
             self.jsb.s_sequence = self.seq
-            self.jsb.s_start = 0 if final else 0
-            # nothing is left in the log: the next commit starts a new one at the head
+            self.jsb.s_start = 0
             self.clean = True
             self.area.write_superblock(self.jsb)
             self._flush()
@@ -261,4 +260,4 @@ class Jbd2Journal(InPlaceJournal):
         """Unmount: commit what is running, checkpoint everything, leave the journal empty."""
         if self.running is not None and self.running.handles == 0:
             self.commit()
-        self.checkpoint(final=True)
+        self.checkpoint()

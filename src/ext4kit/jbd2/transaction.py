@@ -102,6 +102,7 @@ class Transaction:
     data: dict[int, bytes] = field(default_factory=dict)  # data held until commit (data=journal)
     data_blocks: int = 0  # data blocks already written (ordered): flushed before metadata
     handles: int = 0  # open handles
+    started: float | None = None  # journal clock at its first handle (group commit age)
     state: str = "running"  # running -> committing -> committed
 
 

@@ -8,6 +8,7 @@ crc32c(inode_seed, block[:-12]).
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from .csum import crc32c_raw
@@ -48,6 +49,34 @@ def rec_len_from_disk(value: int, block_size: int) -> int:
     return (value & 65532) | ((value & 3) << 16)
 
 
+class _BadRecord(Exception):
+    pass
+
+
+def _records(buf: bytes | memoryview, block_size: int, filetype: bool, start: int = 0
+             ) -> Iterator[tuple[int, int, int, int, int]]:
+    """(offset, inode, rec_len, name_len, file_type) of each record of one block; raises
+    _BadRecord (with the reason) at the first malformed one."""
+    off = start
+    end = len(buf)
+    while off < end:
+        if off + 8 > end:
+            raise _BadRecord(f"directory entry at offset {off} overruns the block")
+        if filetype:
+            ino, rl, nl, ft = DIRENT.unpack_from(buf, off)
+        else:
+            ino, rl, nl = DIRENT_OLD.unpack_from(buf, off)
+            nl &= 0xFF
+            ft = 0
+        rl = rec_len_from_disk(rl, block_size)
+        if rl < 8 or rl % 4 or off + rl > end:
+            raise _BadRecord(f"bad rec_len {rl} at offset {off}")
+        if 8 + nl > rl:
+            raise _BadRecord(f"name_len {nl} exceeds rec_len {rl} at offset {off}")
+        yield off, ino, rl, nl, ft
+        off += rl
+
+
 def parse_block(
     buf: bytes | memoryview, block_size: int, filetype: bool, *, start: int = 0
 ) -> tuple[list[DirEntry], str | None]:
@@ -57,24 +86,11 @@ def parse_block(
     it are returned.
     """
     out: list[DirEntry] = []
-    off = start
-    end = len(buf)
-    while off < end:
-        if off + 8 > end:
-            return out, f"directory entry at offset {off} overruns the block"
-        if filetype:
-            ino, rl, nl, ft = DIRENT.unpack_from(buf, off)
-        else:
-            ino, rl, nl = DIRENT_OLD.unpack_from(buf, off)
-            nl &= 0xFF
-            ft = 0
-        rl = rec_len_from_disk(rl, block_size)
-        if rl < 8 or rl % 4 or off + rl > end:
-            return out, f"bad rec_len {rl} at offset {off}"
-        if 8 + nl > rl:
-            return out, f"name_len {nl} exceeds rec_len {rl} at offset {off}"
-        out.append(DirEntry(off, ino, rl, bytes(buf[off + 8 : off + 8 + nl]), ft))
-        off += rl
+    try:
+        for off, ino, rl, nl, ft in _records(buf, block_size, filetype, start):
+            out.append(DirEntry(off, ino, rl, bytes(buf[off + 8 : off + 8 + nl]), ft))
+    except _BadRecord as exc:
+        return out, str(exc)
     return out, None
 
 
@@ -86,27 +102,13 @@ def find_name(buf: bytes | memoryview, name: bytes, block_size: int, filetype: b
     data = bytes(buf) if isinstance(buf, memoryview) else buf
     if data.find(name, 8) < 0:
         return None, None
-    off = 0
-    end = len(data)
     nlen = len(name)
-    while off < end:
-        if off + 8 > end:
-            return None, f"directory entry at offset {off} overruns the block"
-        if filetype:
-            ino, rl, nl, ft = DIRENT.unpack_from(data, off)
-        else:
-            ino, rl, nl = DIRENT_OLD.unpack_from(data, off)
-            nl &= 0xFF
-            ft = 0
-        if block_size >= 65536:
-            rl = rec_len_from_disk(rl, block_size)
-        if rl < 8 or rl % 4 or off + rl > end:
-            return None, f"bad rec_len {rl} at offset {off}"
-        if 8 + nl > rl:
-            return None, f"name_len {nl} exceeds rec_len {rl} at offset {off}"
-        if ino and nl == nlen and data[off + 8 : off + 8 + nl] == name:
-            return DirEntry(off, ino, rl, name, ft), None
-        off += rl
+    try:
+        for off, ino, rl, nl, ft in _records(data, block_size, filetype):
+            if ino and nl == nlen and data[off + 8 : off + 8 + nl] == name:
+                return DirEntry(off, ino, rl, name, ft), None
+    except _BadRecord as exc:
+        return None, str(exc)
     return None, None
 
 
