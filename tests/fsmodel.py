@@ -312,6 +312,8 @@ class Model:
         node = self.lookup(path)
         if isinstance(node, int):
             return node
+        if name.startswith("user.") and node.kind not in ("file", "dir"):
+            return errno.EPERM
         node.xattrs[name] = value
         return None
 
@@ -319,6 +321,8 @@ class Model:
         node = self.lookup(path)
         if isinstance(node, int):
             return node
+        if name.startswith("user.") and node.kind not in ("file", "dir"):
+            return errno.EPERM
         if name not in node.xattrs:
             return errno.ENODATA
         del node.xattrs[name]

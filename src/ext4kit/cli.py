@@ -720,7 +720,7 @@ def journal(image: str, as_json: bool) -> int:
         area = JournalArea.of(fs)
         jsb = area.read_superblock()
         res = scan(area, jsb)
-    info = {
+    info: dict[str, Any] = {
         "blocksize": jsb.s_blocksize, "maxlen": jsb.s_maxlen, "first": jsb.s_first,
         "sequence": jsb.s_sequence, "start": jsb.s_start, "errno": jsb.s_errno,
         "features": jsb.feature_list(), "checksum_type": jsb.s_checksum_type,

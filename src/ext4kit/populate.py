@@ -81,7 +81,9 @@ class Populator:
             finally:  # the entry (or a new directory block) is on disk: so is the parent
                 fs.write_inode(h, parent)
         if _stat.S_ISDIR(st.st_mode):
-            self._tree(bsrc, fs.get_inode(fs._lookup(fs.get_inode(parent.ino), name)))
+            made = fs._lookup(fs.get_inode(parent.ino), name)
+            assert made is not None
+            self._tree(bsrc, fs.get_inode(made))
         return self.stats
 
     def _merge_dir(self, bsrc: bytes, dinode: Inode) -> PutStats:
@@ -93,18 +95,17 @@ class Populator:
         """Copy the children of host dir ``top`` into image dir ``top_inode`` (iteratively:
         deep trees do not recurse in Python)."""
         fs = self.fs
-        stack: list[tuple[bytes, Inode, os.stat_result | None, Any]] = []
-        stack.append((top, top_inode, None, None))
-        pending: list[tuple[bytes, Inode, os.stat_result | None, list]] = []
+        stack: list[tuple[bytes, Inode, os.stat_result | None]] = [(top, top_inode, None)]
+        pending: list[tuple[Inode, os.stat_result]] = []  # directories whose times come last
         while stack:
-            path, dinode, dst, _ = stack.pop()
+            path, dinode, dst = stack.pop()
             try:
                 with os.scandir(path) as it:
                     entries = sorted((e.name, e.path) for e in it)
             except OSError as exc:
                 self.stats.warnings.append(f"{os.fsdecode(path)}: {exc.strerror}")
                 continue
-            subdirs = []
+            subdirs: list[tuple[bytes, Inode, os.stat_result | None]] = []
             with fs._op() as h:
                 try:
                     for name, cpath in entries:
@@ -113,8 +114,9 @@ class Populator:
                         except OSError as exc:
                             self.stats.warnings.append(f"{os.fsdecode(cpath)}: {exc.strerror}")
                             continue
-                        if fs._lookup(dinode, name) is not None:
-                            old = fs.get_inode(fs._lookup(dinode, name))
+                        existing = fs._lookup(dinode, name)
+                        if existing is not None:
+                            old = fs.get_inode(existing)
                             if _stat.S_ISDIR(st.st_mode) and old.is_dir():
                                 subdirs.append((cpath, old, None))
                                 continue
@@ -124,13 +126,12 @@ class Populator:
                             subdirs.append((cpath, child, st))
                 finally:  # entries added so far (and new directory blocks) are on disk
                     fs.write_inode(h, dinode)
-            for cpath, child, st in reversed(subdirs):
-                stack.append((cpath, child, st, None))
+            stack.extend(reversed(subdirs))
             if dst is not None:
-                pending.append((path, dinode, dst, []))
+                pending.append((dinode, dst))
         # directory times last (adding children changed them)
         with fs._op() as h:
-            for _, dinode, dst, _ in pending:
+            for dinode, dst in pending:
                 d = fs.get_inode(dinode.ino)
                 d.set_time_ns("atime", dst.st_atime_ns)
                 d.set_time_ns("mtime", dst.st_mtime_ns)

@@ -267,6 +267,7 @@ class ExtentMapper(Mapper):
                 self._write(h, inode, node)
                 return
             parent = path[level - 1]
+            assert node.blk is not None  # below the root every node is a block
             self._free_node(h, inode, node.blk)
             pe = parent.entries[: parent.pos] + parent.entries[parent.pos + 1 :]
             self._store(h, inode, path, level - 1, pe, pool)
@@ -277,6 +278,7 @@ class ExtentMapper(Mapper):
             if level > 0:
                 parent = path[level - 1]
                 if parent.entries[parent.pos].block != entries[0].block:
+                    assert node.blk is not None
                     pe = list(parent.entries)
                     pe[parent.pos] = ExtentIndex(entries[0].block, node.blk)
                     self._store(h, inode, path, level - 1, pe, pool)
@@ -297,6 +299,7 @@ class ExtentMapper(Mapper):
         node.entries = left
         self._write(h, inode, node)
         parent = path[level - 1]
+        assert node.blk is not None
         pe = list(parent.entries)
         pe[parent.pos] = ExtentIndex(left[0].block, node.blk)
         pe.insert(parent.pos + 1, ExtentIndex(right[0].block, blk))

@@ -167,11 +167,12 @@ def open_file(fs: WritableFileSystem, path: Any, mode: str = "rb", buffering: in
             # a dangling symlink as the last component: create its target (as open(2) does)
             if _depth > 8 or not fs.get_inode(existing).is_symlink():
                 raise fs_oserror(errno.ELOOP if _depth > 8 else errno.ENOENT, shown)
-            target = fs.readlink(fs._bpath(path))
+            target = fs._readlink_inode(fs.get_inode(existing))
             if not target.startswith(b"/"):
                 head = fs._bpath(path).rstrip(b"/").rpartition(b"/")[0]
                 target = head + b"/" + target
             return open_file(fs, target, mode, buffering, _depth + 1)
+    assert ino is not None
     raw = Ext4File(fs, ino, shown, readable=readable, writable=writable, append=kind == "a")
     if buffering == 0:
         return raw

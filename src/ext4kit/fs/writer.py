@@ -78,6 +78,7 @@ class WritableFileSystem(WriteOps, FileSystem):
             self._recover()
         self.buffers = BufferCache(dev, self.block_size)
         barrier = opts.get("barrier", True)
+        self.journal: InPlaceJournal
         if self.sb.has_compat("has_journal"):
             from ..jbd2.journal import Jbd2Journal
 
@@ -126,11 +127,12 @@ class WritableFileSystem(WriteOps, FileSystem):
         self.dev.write(SUPERBLOCK_OFFSET, raw)
         blk = SUPERBLOCK_OFFSET // self.block_size
         off = SUPERBLOCK_OFFSET % self.block_size
-        for store in (self.buffers.dirty, self.buffers.pinned):
-            if blk in store:
-                cur = bytearray(store[blk])
-                cur[off : off + SUPERBLOCK_SIZE] = raw
-                store[blk] = cur if store is self.buffers.dirty else bytes(cur)  # type: ignore[index]
+        dirty = self.buffers.dirty.get(blk)
+        if dirty is not None:
+            dirty[off : off + SUPERBLOCK_SIZE] = raw
+        pinned = self.buffers.pinned.get(blk)
+        if pinned is not None:
+            self.buffers.pinned[blk] = pinned[:off] + raw + pinned[off + SUPERBLOCK_SIZE :]
         self.buffers.clean.pop(blk, None)
         if self.journal.barrier:
             self.dev.flush()

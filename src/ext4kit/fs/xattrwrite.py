@@ -450,12 +450,20 @@ def get_raw(fs: WritableFileSystem, inode: Inode, index: int, name: bytes) -> by
     return None if a is None else a.value
 
 
+def _check_user_namespace(inode: Inode, index: int) -> None:
+    """user.* attributes belong to regular files and directories only (the kernel's
+    xattr_permission: EPERM for writes on symlinks, devices, fifos and sockets)."""
+    if index == INDEX_USER and not (inode.is_reg() or inode.is_dir()):
+        raise fs_oserror(errno.EPERM, None, "user.* attributes need a file or directory")
+
+
 def set_xattr(fs: WritableFileSystem, h: Handle, inode: Inode, name: str | bytes,
               value: bytes, flags: int = 0, *, now_ns: int | None = None) -> None:
     """os.setxattr semantics on ``inode``; writes the inode (ctime updated)."""
     if flags & ~(XATTR_CREATE | XATTR_REPLACE):
         raise fs_oserror(errno.EINVAL, None, f"bad xattr flags {flags:#x}")
     index, suffix = split_name(name)
+    _check_user_namespace(inode, index)
     value = bytes(value)
     if len(value) > XATTR_SIZE_MAX:
         raise fs_oserror(errno.E2BIG, None, "xattr value too large")
@@ -482,6 +490,7 @@ def remove_xattr(fs: WritableFileSystem, h: Handle, inode: Inode, name: str | by
                  now_ns: int | None = None) -> None:
     """os.removexattr semantics on ``inode``; writes the inode (ctime updated)."""
     index, suffix = split_name(name)
+    _check_user_namespace(inode, index)
     remove_raw(fs, h, inode, index, suffix)
     _touch(inode, now_ns)
     fs.write_inode(h, inode)
