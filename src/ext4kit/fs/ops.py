@@ -56,8 +56,7 @@ class WriteOps:
             raise fs_oserror(errno.ENOSPC) from None
         finally:
             h.stop()
-        if self.journal.should_commit():  # group commit: size or age of the transaction
-            self.commit()
+        self.run_timers()  # group commit (size or age of the transaction), the flusher
 
     def _split(self: WritableFileSystem, path: Any) -> tuple[Inode, bytes, str]:
         """(parent directory inode, last component, printable path). The last component
@@ -243,6 +242,8 @@ class WriteOps:
             from . import xattrwrite
 
             xattrwrite.drop_all_xattrs(self, h, inode)
+        if self.cache is not None:
+            self.cache.discard(inode.ino)  # its delayed data dies with it, unwritten
         if self._has_block_map(inode):
             self.mapper(inode).truncate(h, inode, 0)
         inode.set_size(0)
@@ -341,6 +342,8 @@ class WriteOps:
     def rename(self: WritableFileSystem, src: Any, dst: Any) -> None:
         from . import dirwrite
 
+        if self.cache is not None and self.auto_da_alloc:
+            self._da_alloc_before_rename(src, dst)
         with self._op() as h:
             sparent, sname, sshown = self._split(src)
             dparent, dname, dshown = self._split(dst)
@@ -399,6 +402,19 @@ class WriteOps:
                 else:
                     self._drop_link(h, victim)
             self.write_inode(h, sparent)
+
+    def _da_alloc_before_rename(self: WritableFileSystem, src: Any, dst: Any) -> None:
+        """auto_da_alloc: renaming a regular file over an existing one writes back the
+        source's delayed data first, so the rename cannot commit without it (ext4's
+        answer to replace-by-rename without fsync)."""
+        assert self.cache is not None
+        try:
+            sino = self._resolve_ino(src, False)
+            self._resolve_ino(dst, False)
+        except OSError:
+            return
+        if self.cache.has_dirty(sino) and self.get_inode(sino).is_reg():
+            self.cache.writeback(sino)
 
     def _is_ancestor(self: WritableFileSystem, anc: int, ino: int) -> bool:
         """True when directory ``anc`` is ``ino`` or one of its ancestors."""
@@ -489,6 +505,16 @@ class WriteOps:
         tail of the last block; growing leaves a hole."""
         if length > self.max_file_size_for(inode):
             raise fs_oserror(errno.EFBIG)
+        cf = None
+        if self.cache is not None:
+            cf = self.cache.truncate(inode.ino, length)
+            if cf is not None:
+                inode.set_size(cf.disksize)  # the disk part below works on i_disksize
+            if length == 0 and self.auto_da_alloc:
+                # auto_da_alloc: the data written after truncate-to-zero is written back
+                # when the file is closed (ext4's EXT4_STATE_DA_ALLOC_CLOSE)
+                cf = self.cache.track(inode.ino, inode.size)
+                cf.da_alloc_close = True
         old = inode.size
         bs = self.block_size
         if inode.flags & _inode.INLINE_DATA_FL:
@@ -504,6 +530,8 @@ class WriteOps:
                     self._zero_tail(h, inode, length)
             elif length > old and old % bs:
                 self._zero_tail(h, inode, old)  # stale bytes past the old end stay hidden
+        if cf is not None:
+            cf.size = cf.disksize = length  # a size change is journaled at once (ext4_setattr)
         inode.set_size(length)
         self._touch(inode, "mtime", "ctime")
         self.write_inode(h, inode)
@@ -533,9 +561,10 @@ class WriteOps:
             self.write_data(h, phys, buf)
 
     def inode_write(self: WritableFileSystem, h: Handle, inode: Inode, offset: int,
-                    data: bytes | bytearray | memoryview) -> int:
+                    data: bytes | bytearray | memoryview, *, touch: bool = True) -> int:
         """Write ``data`` at ``offset`` of a regular file (allocating, extending i_size).
-        On ENOSPC what was written stays written (and i_size covers it), nothing else."""
+        On ENOSPC what was written stays written (and i_size covers it), nothing else.
+        ``touch=False`` (writeback of cached data) keeps mtime/ctime as the write set them."""
         n = len(data)
         if n == 0:
             return 0
@@ -573,7 +602,12 @@ class WriteOps:
         finally:
             if done_end > inode.size:
                 inode.set_size(done_end)
-            self._touch(inode, "mtime", "ctime")
+            cf = self.cache.get(inode.ino) if self.cache is not None else None
+            if cf is not None and done_end > cf.disksize:
+                cf.disksize = done_end
+                cf.size = max(cf.size, done_end)
+            if touch:
+                self._touch(inode, "mtime", "ctime")
             self.write_inode(h, inode)
         return n
 
@@ -635,6 +669,8 @@ class WriteOps:
                   keep_size: bool = False) -> None:
         if offset < 0 or length <= 0:
             raise fs_oserror(errno.EINVAL, os.fsdecode(self._bpath(path)))
+        if self.cache is not None:
+            self.cache.writeback(self._resolve_ino(path, True))
         with self._op() as h:
             inode = self._reg_for_write(path)
             self.inode_fallocate(h, inode, offset, length, keep_size=keep_size)
@@ -678,6 +714,10 @@ class WriteOps:
         self._open_counts[ino] = self._open_counts.get(ino, 0) + 1
 
     def _file_closed(self: WritableFileSystem, ino: int) -> None:
+        cf = self.cache.get(ino) if self.cache is not None else None
+        if cf is not None and cf.da_alloc_close:
+            self.cache.writeback(ino)  # type: ignore[union-attr]
+            self.run_timers()
         n = self._open_counts.get(ino, 0) - 1
         if n > 0:
             self._open_counts[ino] = n
@@ -752,9 +792,42 @@ class WriteOps:
                     self.block_size // 512)
         free = sum(gd.free_blocks_count for gd in self.groups)
         ffree = sum(gd.free_inodes_count for gd in self.groups)
+        if self.cache is not None:  # delayed allocations are already spoken for
+            free = max(0, free - self.cache.reserved)
         avail = max(0, free - self.sb.r_blocks_count)
         return os.statvfs_result((self.block_size, self.block_size, self.blocks_count - overhead,
                                   free, avail, self.inodes_count, ffree, ffree, 0, 255))
 
+    def fsync(self: WritableFileSystem, path: Any) -> None:
+        """fsync(2) by name: the file's delayed data written back, the journal committed."""
+        self.fsync_inode(self._resolve_ino(path, True))
+
     def sync(self: WritableFileSystem) -> None:
+        self.writeback()
         self.commit()
+
+    def cached_write(self: WritableFileSystem, ino: int, pos: int | None, data: memoryview) -> int:
+        """A buffered write (``pos`` None: append). With delalloc the bytes go to the page
+        cache (only mtime/ctime are journaled now); without it, or when space is short,
+        blocks are allocated at once. Returns the position after the data."""
+        cache = self.cache
+        inode = self.get_inode(ino)
+        if cache is not None and not inode.flags & _inode.INLINE_DATA_FL:
+            if cache.low_on_space(len(data)):
+                cache.writeback_all()  # ext4_nonda_switch: allocate now, ENOSPC from write
+                self.run_timers()
+            else:
+                with self._op() as h:
+                    inode = self.get_inode(ino)
+                    start = inode.size if pos is None else pos
+                    if start + len(data) > self.max_file_size_for(inode):
+                        raise fs_oserror(errno.EFBIG)
+                    cache.write(ino, inode.size, start, data)
+                    self._touch(inode, "mtime", "ctime")
+                    self.write_inode(h, inode)
+                return start + len(data)
+        with self._op() as h:
+            inode = self.get_inode(ino)
+            start = inode.size if pos is None else pos
+            self.inode_write(h, inode, start, data)
+        return start + len(data)

@@ -66,12 +66,7 @@ class Ext4File(io.RawIOBase):
         data = memoryview(b).cast("B")
         if not len(data):
             return 0
-        with self.fs._op() as h:
-            inode = self._inode()
-            if self._append:
-                self._pos = inode.size
-            self.fs.inode_write(h, inode, self._pos, data)
-        self._pos += len(data)
+        self._pos = self.fs.cached_write(self.ino, None if self._append else self._pos, data)
         return len(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
@@ -105,11 +100,12 @@ class Ext4File(io.RawIOBase):
         return size
 
     def fallocate(self, offset: int, length: int, *, keep_size: bool = False) -> None:
+        self.fs.writeback(self.ino)
         with self.fs._op() as h:
             self.fs.inode_fallocate(h, self._inode(), offset, length, keep_size=keep_size)
 
     def fsync(self) -> None:
-        self.fs.commit()
+        self.fs.fsync_inode(self.ino)
 
     def fileno(self) -> int:
         raise io.UnsupportedOperation("an ext4kit file has no OS file descriptor")
@@ -120,6 +116,21 @@ class Ext4File(io.RawIOBase):
                 super().close()
             finally:
                 self.fs._file_closed(self.ino)
+
+
+class _Fsync:
+    def fsync(self) -> None:
+        """flush() then fsync(2) of the file: its delayed data written back, committed."""
+        self.flush()  # type: ignore[attr-defined]
+        self.raw.fsync()  # type: ignore[attr-defined]
+
+
+class BufferedWriter(_Fsync, io.BufferedWriter):
+    pass
+
+
+class BufferedRandom(_Fsync, io.BufferedRandom):
+    pass
 
 
 def _parse_mode(mode: str) -> tuple[str, bool, bool]:
@@ -179,9 +190,9 @@ def open_file(fs: WritableFileSystem, path: Any, mode: str = "rb", buffering: in
     size = DEFAULT_BUFFER if buffering in (-1, 1) else buffering
     buf: Any
     if readable and writable:
-        buf = io.BufferedRandom(raw, size)
+        buf = BufferedRandom(raw, size)
     elif writable:
-        buf = io.BufferedWriter(raw, size)
+        buf = BufferedWriter(raw, size)
     else:
         buf = io.BufferedReader(raw, size)
     if binary:

@@ -19,6 +19,7 @@ from ..ondisk import inode as _inode
 from ..ondisk.inode import Inode
 from ..ondisk.superblock import SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE
 from .alloc import Allocator, group_first_block
+from .cache import PageCache
 from .filesystem import FileSystem
 from .mapper import Mapper
 from .ops import WriteOps
@@ -60,7 +61,8 @@ def parse_mount_options(text: str | None, **given: Any) -> dict[str, Any]:
 
 
 JOURNAL_OPTIONS = ("data", "commit", "barrier", "journal_checksum", "journal_async_commit",
-                   "revoke", "delalloc", "auto_da_alloc", "clock", "options")
+                   "revoke", "delalloc", "auto_da_alloc", "clock", "options", "dirty_expire",
+                   "dirty_writeback", "dirty_limit")
 
 
 class WritableFileSystem(WriteOps, FileSystem):
@@ -76,6 +78,9 @@ class WritableFileSystem(WriteOps, FileSystem):
         self.mount_options = opts
         if self.sb.has_incompat("needs_recovery"):
             self._recover()
+        self.clock = opts.get("clock", time.monotonic)
+        self.cache: PageCache | None = None
+        self.auto_da_alloc = bool(opts.get("auto_da_alloc", True))
         self.buffers = BufferCache(dev, self.block_size)
         barrier = opts.get("barrier", True)
         self.journal: InPlaceJournal
@@ -98,6 +103,13 @@ class WritableFileSystem(WriteOps, FileSystem):
         self._indirect_mapper: Mapper | None = None
         self._open_counts: dict[int, int] = {}
         self._icache: dict[int, Inode] = {}
+        if opts.get("delalloc", True) and opts.get("data", "ordered") != "journal":
+            # data=journal has no delayed allocation (as in ext4)
+            self.cache = PageCache(self, clock=self.clock, **{
+                k: opts[k] for k in ("dirty_expire", "dirty_writeback", "dirty_limit")
+                if k in opts})
+        elif opts.get("delalloc") and opts.get("data") == "journal":
+            raise ValueError("data=journal and delalloc cannot be used together")
         if self.sb.f["s_last_orphan"]:
             self.process_orphans()
             self.commit()
@@ -145,6 +157,16 @@ class WritableFileSystem(WriteOps, FileSystem):
         return self.dev.read_exact(phys * self.block_size, self.block_size)
 
     def inode_readinto(self, inode: Inode, offset: int, out: memoryview) -> int:
+        """File bytes as the file's users see them: disk, journal-pending data, then the
+        page cache's dirty bytes on top."""
+        n = self.disk_readinto(inode, offset, out)
+        cache = getattr(self, "cache", None)
+        if cache is not None:
+            cache.overlay(inode.ino, offset, out)
+        return n
+
+    def disk_readinto(self, inode: Inode, offset: int, out: memoryview) -> int:
+        """File bytes as written to the device (or pending in the journal)."""
         n = super().inode_readinto(inode, offset, out)
         if hasattr(self, "journal") and self.journal.has_pending_data() and \
                 not inode.flags & _inode.INLINE_DATA_FL:
@@ -196,6 +218,19 @@ class WritableFileSystem(WriteOps, FileSystem):
             inode = super().get_inode(ino)
             if hasattr(self, "_icache"):
                 self._remember_inode(inode)
+        else:
+            inode = Inode(ino, dict(cached.f), cached.raw)
+        cf = self.cache.get(ino) if getattr(self, "cache", None) is not None else None
+        if cf is not None:
+            inode.set_size(cf.size)  # i_size (with delayed data), not i_disksize
+        return inode
+
+    def disk_inode(self, ino: int) -> Inode:
+        """The inode as it is (to be) on disk: i_disksize, not the cached size."""
+        cached = self._icache.get(ino)
+        if cached is None:
+            inode = super().get_inode(ino)
+            self._remember_inode(inode)
             return inode
         return Inode(ino, dict(cached.f), cached.raw)
 
@@ -206,7 +241,14 @@ class WritableFileSystem(WriteOps, FileSystem):
             del c[next(iter(c))]
 
     def write_inode(self, h: Handle, inode: Inode) -> None:
-        """Pack ``inode.f`` into its inode-table slot (checksum set) through the handle."""
+        """Pack ``inode.f`` into its inode-table slot (checksum set) through the handle.
+        With delayed data in the page cache the slot gets i_disksize, not i_size."""
+        cf = self.cache.get(inode.ino) if self.cache is not None else None
+        if cf is not None:
+            if cf.runs or cf.size != cf.disksize:
+                inode.set_size(cf.disksize)
+            else:  # nothing delayed: the caller's size is the truth
+                cf.size = cf.disksize = inode.size
         buf = inode.repack()
         if self.sb.metadata_csum:
             _inode.set_inode_checksum(buf, inode.ino, self.csum_seed)
@@ -321,6 +363,32 @@ class WritableFileSystem(WriteOps, FileSystem):
         buf[off : off + SUPERBLOCK_SIZE] = raw
         h.dirty_metadata(blk)
 
+    def after_handle(self) -> None:
+        """Group commit once a transaction is old or big enough (jbd2's commit timer)."""
+        if self.journal.should_commit():
+            self.commit()
+
+    def run_timers(self) -> None:
+        """What the kernel's background threads would have done by now on ``clock``: the
+        journal's commit timer and the page cache's flusher. Runs after every operation;
+        call it after advancing an injected clock to let time pass."""
+        self.after_handle()
+        if self.cache is not None:
+            self.cache.run_flusher()
+            self.after_handle()
+
+    def writeback(self, ino: int | None = None) -> None:
+        """Write back delayed data (one inode, or all): blocks are allocated now."""
+        if self.cache is not None:
+            if ino is None:
+                self.cache.writeback_all()
+            else:
+                self.cache.writeback(ino)
+
+    def fsync_inode(self, ino: int) -> None:
+        self.writeback(ino)
+        self.commit()
+
     def commit(self) -> None:
         if self.journal.running is not None and (self.free_blocks_delta or self.free_inodes_delta
                                                   or self.journal.running.metadata):
@@ -332,9 +400,16 @@ class WritableFileSystem(WriteOps, FileSystem):
         """Unmount: commit, checkpoint the journal, clear needs_recovery."""
         try:
             if hasattr(self, "journal"):
+                lost: OSError | None = None
+                try:
+                    self.writeback()
+                except OSError as exc:  # ENOSPC at writeback: unmount anyway, then report
+                    lost = exc
                 self.commit()
                 self.journal.close()
                 if self.sb.has_compat("has_journal"):
                     self._set_needs_recovery(False)
+                if lost is not None:
+                    raise lost
         finally:
             super().close()
