@@ -102,6 +102,16 @@ class Allocator:
         self._bbm: dict[int, np.ndarray] = {}
         self._ibm: dict[int, np.ndarray] = {}
         self.last_group = 0
+        # blocks freed by the running transaction: free in the bitmap, but not handed out
+        # again until that transaction commits (ext4 keeps them out of the buddy cache), or
+        # data written into them before the commit would overwrite a file that a crash
+        # brings back. Without a journal there is nothing to wait for.
+        self.defer_reuse = fs.sb.has_compat("has_journal")
+        self._busy: dict[int, np.ndarray] = {}
+
+    def release_busy(self) -> None:
+        """The transaction that freed them has committed: the blocks may be reused."""
+        self._busy.clear()
 
     # --------------------------------------------------------------- bitmaps
     def _bits(self, raw: bytes, n: int) -> np.ndarray:
@@ -213,17 +223,24 @@ class Allocator:
             if gd.free_blocks_count < min_count and not (gd.flags & BG_BLOCK_UNINIT):
                 continue
             bm = self.block_bitmap(g)
+            busy = self._busy.get(g)
+            search = bm if busy is None else bm | busy
             first = group_first_block(fs, g)
             start_off = goal - first if step == 0 else 0
-            found = _find_run(bm, start_off, count, min_count)
+            found = _find_run(search, start_off, count, min_count)
             if found is None and step == 0 and start_off:
-                found = _find_run(bm, 0, count, min_count)
+                found = _find_run(search, 0, count, min_count)
             if found is None:
                 continue
             off, n = found
             bm[off : off + n] = True
             self._after_block_change(h, g, -n)
             return first + off, n
+        if self._busy:
+            # only blocks freed by the running transaction are left: use them rather than
+            # fail (the kernel would force a commit and retry outside the handle)
+            self._busy.clear()
+            return self.allocate_blocks(h, goal, count, min_count=min_count)
         raise NoSpace("no free blocks")
 
     def free_blocks(self, h: Handle, start: int, count: int) -> None:
@@ -241,6 +258,11 @@ class Allocator:
             if not seg.all():
                 raise CorruptError(f"freeing blocks {start}..{start + n - 1} that are already free")
             seg[:] = False
+            if self.defer_reuse:
+                busy = self._busy.get(g)
+                if busy is None:
+                    busy = self._busy[g] = np.zeros(len(bm), dtype=bool)
+                busy[start - first : start - first + n] = True
             self._after_block_change(h, g, n)
             start += n
             count -= n

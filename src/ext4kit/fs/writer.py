@@ -395,6 +395,7 @@ class WritableFileSystem(WriteOps, FileSystem):
             with self.start() as h:
                 self.sync_superblock_counts(h)
         self.journal.commit()
+        self.alloc.release_busy()
 
     def close(self) -> None:
         """Unmount: commit, checkpoint the journal, clear needs_recovery."""
