@@ -20,7 +20,15 @@ def open(image, mode: str = "r", **options):  # noqa: A001 - mirrors builtins.op
     return FileSystem.open_image(image, mode, **options)
 
 
+def fsck(image, mode: str = "n", **options):  # noqa: ANN001 - image: path or BlockDevice
+    """Check (mode "n"), preen ("p") or repair ("y") an image; returns an fsck Report."""
+    from .fsck import fsck as _fsck
+
+    return _fsck(image, mode, **options)
+
+
 __all__ = [
+    "fsck",
     "open",
     "Ext4Error",
     "ImageOpenError",

@@ -132,6 +132,50 @@ def main() -> None:
     """ext4kit: read, write, check and crash-test ext2/3/4 images."""
 
 
+# ----------------------------------------------------------------------------- fsck
+@main.command(name="fsck")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("-n", "no", is_flag=True, help="read-only: answer no to every fix (never writes)")
+@click.option("-p", "-a", "preen", is_flag=True, help="preen: fix what is safe, exit 4 otherwise")
+@click.option("-y", "yes", is_flag=True, help="fix everything")
+@click.option("-f", "force", is_flag=True, help="check even when the file system is clean")
+@click.option("-b", "superblock", type=int, default=None, help="use the superblock at this block")
+@click.option("--json", "as_json", is_flag=True, help="every finding with code, location and fix")
+@guarded
+def fsck_cmd(image: str, no: bool, preen: bool, yes: bool, force: bool, superblock: int | None,
+             as_json: bool) -> int:
+    """Check and repair a file system (like e2fsck; exit codes as e2fsck's)."""
+    if no + preen + yes > 1:
+        _err("only one of the options -n, -p/-a and -y may be given")
+        return 16
+    from .fsck import fsck as run_fsck
+
+    mode = "y" if yes else "p" if preen else "n"
+    try:
+        report = run_fsck(image, mode, force=force or mode == "n" or True, superblock=superblock)
+    except KeyboardInterrupt:
+        return 32
+    if as_json:
+        click.echo(report.to_json())
+    else:
+        if report.error:
+            _err(f"{image}: {report.error}")
+        for line in report.text_lines():
+            click.echo(line)
+        if report.aborted:
+            click.echo(f"{image}: check aborted: {report.aborted}")
+        st = report.stats
+        if report.exit_code & 1:
+            click.echo(f"{image}: ***** FILE SYSTEM WAS MODIFIED *****")
+        if report.exit_code & 4:
+            click.echo(f"{image}: ********** WARNING: Filesystem still has errors **********")
+        if st:
+            click.echo(f"{image}: {st.get('inodes_in_use', '?')} inodes in use, "
+                       f"{st.get('directories', '?')} directories, "
+                       f"{st.get('blocks_claimed', '?')} blocks claimed")
+    return report.exit_code
+
+
 # ----------------------------------------------------------------------------- info
 @main.command()
 @click.argument("image", type=click.Path(dir_okay=False))
@@ -761,6 +805,39 @@ def journal(image: str, as_json: bool) -> int:
             click.echo(f"  stopped: {t['problem']}")
     click.echo(f"End of log: {res.end_reason}")
     return 0
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("-O", "features", multiple=True,
+              help="features: has_journal (add a journal) or ^has_journal (remove it)")
+@click.option("-J", "journal_opts", help="journal options: size=MiB (adds a journal)")
+@guarded
+def tune(image: str, features: tuple[str, ...], journal_opts: str | None) -> int:
+    """Add or remove the journal of IMAGE, like tune2fs -O [^]has_journal [-J size=MiB].
+
+    Removing refuses a journal that needs recovery (run 'ext4kit recover' or e2fsck
+    first). Adding uses ext2fs_default_journal_size unless -J size= is given, and refuses
+    a file system that already has a journal.
+    """
+    from .tune import TuneUsageError
+    from .tune import tune as do_tune
+
+    if not features and journal_opts is None:
+        raise click.UsageError("nothing to do: give -O [^]has_journal and/or -J size=MiB")
+    try:
+        res = do_tune(image, list(features), journal_opts)
+    except TuneUsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    for msg in res.messages:
+        click.echo(msg)
+    return 0
+
+
+# ----------------------------------------------------------------------------- crash lab
+from .crash.cli import crash as _crash_group  # noqa: E402
+
+main.add_command(_crash_group)
 
 
 if __name__ == "__main__":
