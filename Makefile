@@ -10,6 +10,8 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@command -v mke2fs >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq e2fsprogs)
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "chromium could not be installed: the crash report render test will skip"
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[dev]'

@@ -153,7 +153,7 @@ class PageCache:
             new_first = min([first] + touching)
             new_end = max([last_excl] + [s + len(cf.runs[s]) // bs for s in touching])
             buf = bytearray((new_end - new_first) * bs)
-            covered = set()
+            covered: set[int] = set()
             for s in touching:
                 old = cf.runs.pop(s)
                 buf[(s - new_first) * bs : (s - new_first) * bs + len(old)] = old
@@ -199,7 +199,7 @@ class PageCache:
             inode = self.fs.disk_inode(cf.ino)
             lo = below[0]
             runs = self.fs.block_map(inode).overlapping(lo, below[-1] - lo + 1)
-            have = set()
+            have: set[int] = set()
             for r in runs:
                 have.update(range(r.logical, r.logical + r.length))
             need += sum(1 for b in below if b not in have)

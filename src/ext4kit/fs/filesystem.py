@@ -65,8 +65,13 @@ class FileSystem:
     """An opened image. Use ``ext4kit.open(path)``; close it (or use ``with``)."""
 
     def __init__(self, dev: BlockDevice, *, sb_block: int | None = None, csum: str = "warn",
-                 owns_dev: bool = True):
+                 owns_dev: bool = True, journal_replay: bool = False):
         self.dev = dev
+        # journal_replay: an image whose journal needs recovery is read as recovered (the
+        # log replayed in memory over the device, which is never written), as the kernel's
+        # read-only mount does. What was replayed is kept in ``journal_replayed``.
+        self._replay_requested = journal_replay
+        self.journal_replayed: Any = None
         self._owns_dev = owns_dev
         self.csum_policy = csum  # "warn" | "strict" | "ignore"
         self.free_blocks_delta = 0  # changed by the allocators of a writable file system
@@ -80,6 +85,97 @@ class FileSystem:
         self.problems_dropped = 0
         self._load_superblock(sb_block)
         self._load_group_descriptors()
+        if journal_replay and self.sb_block is None and self.sb.has_incompat("needs_recovery"):
+            self._replay_journal_in_memory()
+
+    def _replay_journal_in_memory(self) -> None:
+        """Lay the journal's recovered blocks over the device (jbd2/log.py decides them
+        exactly as a mount or e2fsck would) and reload the geometry through that view."""
+        from ..jbd2.log import ReplayOverlay, plan_for
+
+        inner = self.dev
+        try:
+            got = plan_for(self)
+        except (Ext4Error, ValueError, struct.error, OverflowError, MemoryError) as exc:
+            self._warn(f"journal needs recovery and cannot be replayed ({exc}); reading the "
+                       "image as it is on disk")
+            return
+        if got is None:  # needs_recovery without a journal
+            self._warn("needs_recovery is set but the file system has no journal")
+            return
+        plan = got[2]
+        blocks = {b: d for b, d in plan.blocks.items() if 0 <= b < self.blocks_count}
+        self._keep_disk_superblock(blocks)
+        if blocks:
+            self.dev = ReplayOverlay(inner, self.block_size, blocks)
+            try:
+                self._reload_geometry()
+            except Ext4Error as exc:
+                self.dev = inner
+                self._reload_geometry()
+                self._warn(f"the journal replays an unusable file system ({exc}); reading "
+                           "the image as it is on disk")
+                return
+        self.journal_replayed = plan
+        n = len(plan.scan.committed)
+        msg = (f"journal needs recovery: {n} transaction{'s' if n != 1 else ''} "
+               f"({len(blocks)} blocks) replayed in memory, the image is not changed")
+        if plan.error:
+            msg += f"; a mount would fail: {plan.error}"
+        elif plan.failed_commit is not None:
+            msg += f"; transaction {plan.failed_commit} is corrupt"
+        self._warn(msg)
+
+    # superblock fields a mount keeps changing; everything else describes the file system
+    _VOLATILE_SB_FIELDS = frozenset({
+        "s_free_blocks_count_lo", "s_free_blocks_count_hi", "s_free_inodes_count", "s_mtime",
+        "s_mtime_hi", "s_wtime", "s_wtime_hi", "s_mnt_count", "s_state", "s_lastcheck",
+        "s_lastcheck_hi", "s_last_mounted", "s_last_orphan", "s_kbytes_written",
+        "s_error_count", "s_first_error_time", "s_first_error_time_hi", "s_first_error_ino",
+        "s_first_error_block", "s_first_error_func", "s_first_error_line",
+        "s_first_error_errcode", "s_last_error_time", "s_last_error_time_hi",
+        "s_last_error_ino", "s_last_error_line", "s_last_error_block", "s_last_error_func",
+        "s_last_error_errcode", "s_checksum", "s_feature_incompat"})
+
+    def _keep_disk_superblock(self, blocks: dict[int, bytes]) -> None:
+        """A replayed copy of the primary superblock that describes the same file system
+        (it differs only in counters, times, mount and error fields) is left out of the
+        overlay: the image's own superblock is what ``info`` (like dumpe2fs, which does
+        not replay) reports. A replayed superblock that changes the geometry or features
+        is used as it is."""
+        bs = self.block_size
+        blk, off = SUPERBLOCK_OFFSET // bs, SUPERBLOCK_OFFSET % bs
+        data = blocks.get(blk)
+        if data is None:
+            return
+        try:
+            new = Superblock.parse(data[off : off + SUPERBLOCK_SIZE], verify=False)
+        except Ext4Error:
+            return
+        old = self.sb.f
+        for k, v in new.f.items():
+            if k == "s_feature_incompat":
+                if (v ^ old[k]) & ~0x4:  # needs_recovery aside
+                    return
+            elif k not in self._VOLATILE_SB_FIELDS and old.get(k) != v:
+                return
+        merged = bytearray(data)
+        merged[off : off + SUPERBLOCK_SIZE] = self.dev.read_exact(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE)
+        if bytes(merged) == self.dev.read(blk * bs, bs):
+            del blocks[blk]
+        else:
+            blocks[blk] = bytes(merged)
+
+    def _reload_geometry(self) -> None:
+        self._cache.clear()
+        self._bmap_cache.clear()
+        self._bmap_cache_runs = 0
+        self._dirent_cache.clear()
+        self.problems.clear()
+        self._problem_keys.clear()
+        self.problems_dropped = 0
+        self._load_superblock(None)
+        self._load_group_descriptors()
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -90,6 +186,7 @@ class FileSystem:
             return WritableFileSystem.open_writable(image, **options)
         if mode not in ("r", "rb"):
             raise ValueError(f"open mode {mode!r}: use 'r' (read) or 'r+' (read and write)")
+        options.setdefault("journal_replay", True)
         return cls._on_device(image, writable=False, **options)
 
     @classmethod
@@ -161,7 +258,7 @@ class FileSystem:
             raise UnsupportedFeatureError("unsupported file system feature: bigalloc")
         for name in unknown:
             self._warn(f"feature {name}: file names and data may not be readable as plain text")
-        if sb.has_incompat("needs_recovery"):
+        if sb.has_incompat("needs_recovery") and not (self._replay_requested and sb_block is None):
             self._warn("journal needs recovery; reading the image as it is on disk (run 'ext4kit recover')")
         if self.inodes_count > self.group_count * self.inodes_per_group:
             raise CorruptError("superblock: inode count larger than groups * inodes per group")

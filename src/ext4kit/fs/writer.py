@@ -220,7 +220,8 @@ class WritableFileSystem(WriteOps, FileSystem):
                 self._remember_inode(inode)
         else:
             inode = Inode(ino, dict(cached.f), cached.raw)
-        cf = self.cache.get(ino) if getattr(self, "cache", None) is not None else None
+        cache = getattr(self, "cache", None)
+        cf = cache.get(ino) if cache is not None else None
         if cf is not None:
             inode.set_size(cf.size)  # i_size (with delayed data), not i_disksize
         return inode
