@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-SUITES = ["read", "write"]
+SUITES = ["read", "write", "journal"]
 
 
 def fmt(v) -> str:
