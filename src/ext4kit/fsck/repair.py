@@ -1,0 +1,180 @@
+"""Repairs that create things: free blocks and inodes (from what pass 1 found in use, as
+e2fsck allocates from its own maps), directory entries (with room made or the directory
+grown) and new directories (lost+found, a new root)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ondisk import dirent as de
+from ..ondisk import extent as ext
+from .context import Context
+from .state import FT_DIR, S_IFDIR, U16, U32, State, flags_of, generation_of, size_of
+
+EXTENTS_FL = 0x80000
+INDEX_FL = 0x1000
+
+
+class RepairError(Exception):
+    pass
+
+
+class Allocator:
+    def __init__(self, ctx: Context, st: State):
+        self.ctx = ctx
+        self.st = st
+        self._blocks: np.ndarray | None = None
+
+    def _block_map(self) -> np.ndarray:
+        if self._blocks is None:
+            ctx, st = self.ctx, self.st
+            used = np.zeros(ctx.blocks_count + 1, dtype=np.int32)
+            cleared = st.cleared
+            for s, n, o in zip(st.run_start, st.run_len, st.run_owner):
+                if o in cleared:
+                    continue
+                s = min(max(s, 0), ctx.blocks_count)
+                e = min(s + n, ctx.blocks_count)
+                used[s] += 1
+                used[e] -= 1
+            bm = np.cumsum(used[:-1]) > 0
+            bm[: ctx.first_data_block] = True
+            for b in st.extra_blocks:
+                bm[b] = True
+            self._blocks = bm
+        return self._blocks
+
+    def block(self, goal: int = 0) -> int:
+        bm = self._block_map()
+        free = np.nonzero(~bm[goal:])[0]
+        if len(free) == 0:
+            free = np.nonzero(~bm)[0]
+            if len(free) == 0:
+                raise RepairError("no free blocks")
+            b = int(free[0])
+        else:
+            b = int(free[0]) + goal
+        bm[b] = True
+        self.st.extra_blocks.append(b)
+        return b
+
+    def inode(self) -> int:
+        ctx, st = self.ctx, self.st
+        for ino in range(ctx.first_ino, ctx.inodes_count + 1):
+            if ino not in st.inodes or ino in st.cleared:
+                g = (ino - 1) // ctx.ipg
+                if ctx.groups[g].inode_table == 0:
+                    continue
+                st.cleared.discard(ino)
+                return ino
+        raise RepairError("no free inodes")
+
+
+def new_dir_inode(ctx: Context, st: State, al: Allocator, ino: int, parent: int) -> None:
+    """Make ``ino`` an empty directory (one block) whose '..' is ``parent``."""
+    blk = al.block(ctx.group_first((ino - 1) // ctx.ipg))
+    bs = ctx.bs
+    tail = ctx.metadata_csum
+    ft = FT_DIR if ctx.filetype else 0
+    buf = de.pack_block([(ino, b".", ft), (parent, b"..", ft)], bs, ctx.filetype, csum_tail=tail)
+    raw = bytearray(ctx.isz)
+    U16.pack_into(raw, 0, S_IFDIR | 0o755 if ino != 11 else S_IFDIR | 0o700)
+    U16.pack_into(raw, 26, 2)
+    U32.pack_into(raw, 4, bs)
+    now = ctx.now
+    for off in (8, 12, 16):
+        U32.pack_into(raw, off, now)
+    U32.pack_into(raw, 28, bs // 512)
+    if ctx.isz > 128:
+        U16.pack_into(raw, 128, min(32, ctx.isz - 128))
+    if ctx.extents:
+        U32.pack_into(raw, 32, EXTENTS_FL)
+        node = ext.pack_node([ext.pack_leaf(0, 1, blk)], 4, 0, 60)
+        raw[40:100] = node
+    else:
+        U32.pack_into(raw, 40, blk)
+    st.inodes[ino] = raw
+    st.changed.add(ino)
+    st.cleared.discard(ino)
+    st.dirs[ino] = [(0, blk)]
+    ctx.write_dir_block(blk, bytearray(buf), ino, 0)
+    st.refs[ino] = st.refs.get(ino, 0) + 1  # '.'
+    st.refs[parent] = st.refs.get(parent, 0) + 1  # '..'
+    st.dotdot[ino] = parent
+
+
+def add_entry(ctx: Context, st: State, al: Allocator, dino: int, name: bytes, target: int,
+              ft: int) -> None:
+    """Insert ``name`` -> ``target`` into directory ``dino`` (growing it by a block if full)."""
+    raw = st.inodes.get(dino)
+    if raw is None or dino not in st.dirs:
+        raise RepairError(f"directory {dino} cannot take entries")
+    bs = ctx.bs
+    need = de.dirent_size(len(name))
+    gen = generation_of(raw)
+    if not ctx.filetype:
+        ft = 0
+    for lblk, pblk in st.dirs[dino]:
+        if not pblk:
+            continue
+        buf = bytearray(ctx.block(pblk))
+        end = bs - (de.TAIL_SIZE if ctx.metadata_csum and de.has_tail(memoryview(buf)) else 0)
+        if flags_of(raw) & INDEX_FL and lblk == 0:
+            continue
+        off = 0
+        while off < end:
+            ino, rl_raw, nl, _ = de.DIRENT.unpack_from(buf, off)
+            rl = de.rec_len_from_disk(rl_raw, bs)
+            if rl < 8 or off + rl > end:
+                break
+            used = de.dirent_size(nl) if ino else 0
+            if rl - used >= need:
+                if ino:
+                    U16.pack_into(buf, off + 4, used)
+                    noff, nrl = off + used, rl - used
+                else:
+                    noff, nrl = off, rl
+                buf[noff: noff + nrl] = de.pack_entry(target, nrl, name, ft, ctx.filetype)
+                ctx.write_dir_block(pblk, buf, dino, gen)
+                return
+            off += rl
+    if flags_of(raw) & INDEX_FL:
+        raise RepairError(f"indexed directory {dino} is full")
+    # grow by one block
+    blocks = st.dirs[dino]
+    lblk = blocks[-1][0] + 1 if blocks else 0
+    goal = blocks[-1][1] + 1 if blocks else 0
+    blk = al.block(goal)
+    map_block(ctx, raw, lblk, blk)
+    buf = de.pack_block([(target, name, ft)], bs, ctx.filetype, csum_tail=ctx.metadata_csum)
+    ctx.write_dir_block(blk, bytearray(buf), dino, gen)
+    blocks.append((lblk, blk))
+    size = size_of(raw)
+    U32.pack_into(raw, 4, (lblk + 1) * bs)
+    if size >> 32:
+        U32.pack_into(raw, 108, 0)
+    U32.pack_into(raw, 28, U32.unpack_from(raw, 28)[0] + bs // 512)
+    st.changed.add(dino)
+
+
+def map_block(ctx: Context, raw: bytearray, lblk: int, blk: int) -> None:
+    """Map logical block ``lblk`` of a small file to ``blk`` (depth-0 extents or direct
+    pointers only)."""
+    if flags_of(raw) & EXTENTS_FL:
+        magic, entries, eh_max, depth, _ = ext.HEADER.unpack_from(raw, 40)
+        if depth != 0:
+            raise RepairError("cannot grow a directory with an extent tree deeper than 0")
+        if entries:
+            el, ln, hi, lo = ext.ENTRY.unpack_from(raw, 40 + 12 * entries)
+            start = lo | hi << 32
+            if el + ln == lblk and start + ln == blk and ln < 32768:
+                ext.ENTRY.pack_into(raw, 40 + 12 * entries, el, ln + 1, hi, lo)
+                return
+        if entries >= eh_max:
+            raise RepairError("no room in the inode's extent root")
+        raw[52 + 12 * entries: 64 + 12 * entries] = ext.pack_leaf(lblk, 1, blk)
+        U16.pack_into(raw, 42, entries + 1)
+        return
+    if lblk >= 12:
+        raise RepairError("cannot grow a directory past its direct blocks")
+    U32.pack_into(raw, 40 + 4 * lblk, blk)
