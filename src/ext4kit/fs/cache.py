@@ -268,34 +268,29 @@ class PageCache:
             while cf.starts:
                 start = cf.starts[0]
                 buf = cf.runs[start]
-                pos = start * bs
+                mv = memoryview(buf)
+                base = start * bs
                 # one handle per chunk, so a huge file does not make one huge transaction
-                take = min(len(buf), WRITEBACK_CHUNK)
-                end = min(pos + take, cf.size)
-                if end > pos:
+                for off in range(0, len(buf), WRITEBACK_CHUNK):
+                    pos = base + off
+                    end = min(pos + WRITEBACK_CHUNK, base + len(buf), cf.size)
+                    if end <= pos:
+                        break
                     try:
                         with fs.start() as h:
                             inode = fs.disk_inode(ino)
-                            fs.inode_write(h, inode, pos, memoryview(buf)[: end - pos], touch=False)
+                            fs.inode_write(h, inode, pos, mv[off : off + end - pos], touch=False)
                     except NoSpace:
                         # as a failed kernel writeback: the data is lost, the error reported
+                        mv.release()
                         for s in list(cf.starts):
                             self._drop_run(cf, s)
                         cf.size = max(cf.disksize, min(cf.size, pos))
                         fs.after_handle()
                         raise fs_oserror(errno.ENOSPC) from None
                     fs.after_handle()
-                # the chunk is on its way: drop it from the cache
-                if take == len(buf):
-                    del cf.runs[start]
-                    cf.starts.pop(0)
-                else:
-                    rest = buf[take:]
-                    del cf.runs[start]
-                    cf.starts[0] = start + take // bs
-                    cf.runs[cf.starts[0]] = rest
-                self.dirty_bytes -= take
-                self._release(cf, min(take // bs, cf.reserved))
+                mv.release()
+                self._drop_run(cf, start)  # on its way to disk: no longer cached
             if cf.size > cf.disksize:  # a hole at the end (seek past the end, write nothing)
                 with fs.start() as h:
                     inode = fs.disk_inode(ino)
