@@ -110,6 +110,20 @@ def _open(image: str, **opts: Any) -> Any:
 
 
 class _Group(click.Group):
+    # command groups imported only when used (keeps start-up of the other commands short)
+    LAZY = {"crash": ("ext4kit.crash.cli", "crash")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY and name not in self.commands:
+            import importlib
+
+            module, attr = self.LAZY[name]
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
     def main(self, *args: Any, **kwargs: Any) -> Any:  # usage errors exit 16 like e2fsprogs
         try:
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
@@ -832,12 +846,6 @@ def tune(image: str, features: tuple[str, ...], journal_opts: str | None) -> int
     for msg in res.messages:
         click.echo(msg)
     return 0
-
-
-# ----------------------------------------------------------------------------- crash lab
-from .crash.cli import crash as _crash_group  # noqa: E402
-
-main.add_command(_crash_group)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ import struct
 from bisect import bisect_right
 from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
-
 from ..errors import ChecksumError, CorruptError
 from ..ondisk import extent as ext
 from ..ondisk.inode import Inode, inode_csum_seed
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .filesystem import FileSystem
 
 
@@ -133,6 +133,7 @@ def extent_runs(fs: FileSystem, inode: Inode) -> list[Run]:
 
 
 def indirect_runs(fs: FileSystem, inode: Inode) -> list[Run]:
+    import numpy as np  # here, not at import: most commands never read an indirect map
     """ext2/ext3 block map: 12 direct pointers, then single/double/triple indirect."""
     bs = fs.block_size
     per = bs // 4
