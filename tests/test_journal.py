@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import ext4kit
+from ext4kit.errors import CorruptError
 from ext4kit.fs.filesystem import FileSystem
-from ext4kit.jbd2.log import JournalArea, scan
+from ext4kit.jbd2.log import JournalArea, recover, scan
 from ext4kit.ondisk import jbd2 as j
 from wtools import assert_fsck_clean, can_mount, kernel_mount, make_image
 
@@ -59,9 +60,9 @@ def test_committed_transactions_survive_and_replay(tmp_path, kind, bs, data):
     for i in range(10):
         fs.write_bytes(f"/e/g{i}", bytes([100 + i]) * 9000)
     fs.rename("/d/f1", "/e/moved")
-    fs.commit()  # committed to the log, nothing checkpointed: a crash now must keep it
+    fs.sync()  # committed to the log, nothing checkpointed: a crash now must keep it
     crash = _crash_copy(img, "crash.img")
-    with ext4kit.open(crash) as ro:  # read-only: sees the image as on disk, warns
+    with ext4kit.open(crash) as ro:  # read-only: the log is replayed in memory, warns
         assert ro.sb.has_incompat("needs_recovery")
     expect = _files(fs)
     fs.close()
@@ -85,7 +86,7 @@ def test_recovery_scan_and_logdump_shape(tmp_path):
     fs = ext4kit.open(img, "r+")
     for i in range(3):
         fs.write_bytes(f"/f{i}", b"x" * 100)
-        fs.commit()
+        fs.sync()
     crash = _crash_copy(img, "c.img")
     fs.close()
     with ext4kit.open(crash) as ro:
@@ -109,9 +110,9 @@ def test_torn_commit_is_ignored(tmp_path):
     img = make_image(tmp_path / "j.img", "ext4", "32M")
     fs = ext4kit.open(img, "r+")
     fs.write_bytes("/a", b"A" * 5000)
-    fs.commit()
+    fs.sync()
     fs.write_bytes("/b", b"B" * 5000)
-    fs.commit()
+    fs.sync()
     crash = _crash_copy(img, "c.img")
     fs.close()
     with FileSystem._on_device(crash, writable=True) as raw:
@@ -121,10 +122,19 @@ def test_torn_commit_is_ignored(tmp_path):
         blk = bytearray(area.read(last.commit_block))
         blk[100:200] = b"\xff" * 100  # torn: checksum no longer matches
         area.write(last.commit_block, bytes(blk))
+    # a synchronous commit whose commit block does not verify is a corrupt journal
+    # (kernel / e2fsck): the transaction is dropped and the file system marked with errors
+    theirs = _crash_copy(crash, "t.img")
+    r = subprocess.run(["e2fsck", "-y", "-E", "journal_only", str(theirs)],
+                       capture_output=True, text=True)
+    assert "was corrupt" in r.stdout
     with ext4kit.open(crash, "r+") as fs2:
         assert fs2.read_bytes("/a") == b"A" * 5000
         assert not fs2.exists("/b")
-    assert_fsck_clean(crash)
+        assert fs2.sb.f["s_state"] & 2  # EXT2_ERROR_FS, as e2fsck leaves it
+    with ext4kit.open(theirs) as fs3:
+        assert fs3.read_bytes("/a") == b"A" * 5000
+        assert not fs3.exists("/b")
 
 
 def test_escaped_blocks_round_trip(tmp_path):
@@ -134,7 +144,7 @@ def test_escaped_blocks_round_trip(tmp_path):
     magic_block = struct.pack(">I", j.JBD2_MAGIC) + b"\x01" * 4092
     fs = ext4kit.open(img, "r+", data="journal")
     fs.write_bytes("/m", magic_block * 3)
-    fs.commit()
+    fs.sync()
     crash = _crash_copy(img, "c.img")
     fs.close()
     with ext4kit.open(crash) as ro:
@@ -160,16 +170,16 @@ def test_revoke_protects_reused_directory_block(tmp_path, revoke):
     fs.mkdir("/dir")
     for i in range(40):
         fs.write_bytes(f"/dir/entry-with-a-long-name-{i:04d}", b"")
-    fs.commit()  # the directory's blocks are in the log
+    fs.sync()  # the directory's blocks are in the log
     dir_blocks = [r.physical + k for r in fs.block_map(fs.get_inode(fs.stat("/dir").st_ino)).runs
                   for k in range(r.length)]
     for i in range(40):
         fs.unlink(f"/dir/entry-with-a-long-name-{i:04d}")
     fs.rmdir("/dir")
-    fs.commit()
+    fs.sync()
     payload = b"DATA" * (fs.block_size // 4)
     fs.write_bytes("/file", payload * 4)
-    fs.commit()
+    fs.sync()
     file_blocks = [r.physical + k for r in fs.block_map(fs.get_inode(fs.stat("/file").st_ino)).runs
                    for k in range(r.length)]
     assert set(dir_blocks) & set(file_blocks), "the directory block was not reused"
@@ -196,7 +206,7 @@ def test_wraparound_many_transactions_small_journal(tmp_path):
         for i in range(25):
             fs.write_bytes(f"/r{round_}-{i}", bytes([round_ + 1]) * 1500)
             if i % 5 == 4:
-                fs.commit()
+                fs.sync()
         heads.add(fs.journal.head)
         if round_ % 4 == 3:
             crash = _crash_copy(img, f"c{round_}.img")
@@ -214,10 +224,17 @@ def test_wraparound_many_transactions_small_journal(tmp_path):
 
 
 def test_async_commit_without_barrier_relies_on_checksums(tmp_path):
+    """journal_async_commit: the commit block may reach the disk before a block it covers.
+    Replay follows the kernel / e2fsck rule: that block's tag checksum fails, it is
+    skipped, the rest of the transaction is replayed and recovery reports a checksum
+    error (the file system is left marked not clean). Ours and e2fsck's agree byte for
+    byte."""
+    from test_journal_replay import block_differences, e2fsck_journal_only
+
     img = make_image(tmp_path / "j.img", "ext4", "32M")
     fs = ext4kit.open(img, "r+", options="journal_async_commit")
     fs.write_bytes("/a", b"a" * 10000)
-    fs.commit()
+    fs.sync()
     crash = _crash_copy(img, "c.img")
     fs.close()
     with ext4kit.open(crash) as ro:
@@ -227,12 +244,24 @@ def test_async_commit_without_barrier_relies_on_checksums(tmp_path):
         res = scan(area, jsb)
         t = res.transactions[-1]
         # lose one logged block (as if the commit block reached the disk before it)
-        p, _ = t.tags[0]
+        p, lost = t.tags[0]
     with FileSystem._on_device(crash, writable=True) as raw:
         JournalArea.of(raw).write(p, bytes(raw.block_size))
-    with ext4kit.open(crash, "r+") as fs2:
-        assert not fs2.exists("/a")  # the incomplete transaction is not replayed
-    assert_fsck_clean(crash)
+    theirs = _crash_copy(crash, "t.img")
+    mounted = _crash_copy(crash, "m.img")
+    r = e2fsck_journal_only(theirs)
+    assert "Journal checksum error" in r.stdout + r.stderr
+    with FileSystem._on_device(crash, writable=True) as raw:
+        plan = recover(raw)
+    assert plan is not None and plan.bad_blocks == [lost.blocknr] and plan.error
+    assert block_differences(crash, theirs) == []
+    with FileSystem._on_device(crash, writable=False) as ro:
+        assert not ro.sb.f["s_state"] & 1  # not clean: e2fsck must check it
+    # a mount refuses such a log (the kernel's rule) and leaves the journal for e2fsck
+    with FileSystem._on_device(mounted, writable=True) as raw:
+        with pytest.raises(CorruptError, match="journal recovery failed"):
+            recover(raw, as_mount=True)
+        assert JournalArea.of(raw).read_superblock().s_start != 0
 
 
 def test_group_commit_by_clock(tmp_path):

@@ -96,7 +96,8 @@ class FileSystem:
         inner = self.dev
         try:
             got = plan_for(self)
-        except (Ext4Error, ValueError, struct.error, OverflowError, MemoryError) as exc:
+        except (Ext4Error, OSError, ValueError, IndexError, struct.error, OverflowError,
+                MemoryError) as exc:
             self._warn(f"journal needs recovery and cannot be replayed ({exc}); reading the "
                        "image as it is on disk")
             return
@@ -104,7 +105,9 @@ class FileSystem:
             self._warn("needs_recovery is set but the file system has no journal")
             return
         plan = got[2]
-        blocks = {b: d for b, d in plan.blocks.items() if 0 <= b < self.blocks_count}
+        blocks = plan.blocks.copy()
+        for b in [b for b in blocks if not 0 <= b < self.blocks_count]:
+            del blocks[b]
         self._keep_disk_superblock(blocks)
         if blocks:
             self.dev = ReplayOverlay(inner, self.block_size, blocks)
@@ -137,7 +140,7 @@ class FileSystem:
         "s_last_error_ino", "s_last_error_line", "s_last_error_block", "s_last_error_func",
         "s_last_error_errcode", "s_checksum", "s_feature_incompat"})
 
-    def _keep_disk_superblock(self, blocks: dict[int, bytes]) -> None:
+    def _keep_disk_superblock(self, blocks: Any) -> None:
         """A replayed copy of the primary superblock that describes the same file system
         (it differs only in counters, times, mount and error fields) is left out of the
         overlay: the image's own superblock is what ``info`` (like dumpe2fs, which does

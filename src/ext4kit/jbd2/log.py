@@ -5,32 +5,61 @@ supported). Journal block numbers are logical blocks of that file; block 0 holds
 journal superblock, the circular log runs from ``s_first`` to ``s_maxlen`` (minus a
 fast-commit area, which recovery refuses).
 
-Recovery, three passes over the log from ``s_start``/``s_sequence``:
-  1. scan: follow descriptor / revoke / commit blocks while each carries the expected
-     sequence number and a valid checksum. A transaction counts only when its commit block
-     is found and valid, and (with csum_v2/v3) every logged block matches its tag's
-     checksum: a torn or garbage tail, or a commit written before its blocks
-     (async_commit), ends the log there. Stale blocks from older laps carry older
-     sequence numbers and end the scan too.
-  2. revoke: every revoke record of the committed transactions (block -> newest tid).
-  3. replay: the newest logged copy of each block, unless a revoke in the same or a later
-     transaction covers it, is written home; then a flush.
+Recovery follows ``fs/jbd2/recovery.c`` (the copy e2fsck 1.47 uses) rule for rule, in its
+three passes over the log from ``s_start``/``s_sequence``:
+
+  1. scan: follow descriptor / revoke / commit blocks while each carries the jbd2 magic
+     and the expected sequence number; each commit block ends a transaction. With
+     csum_v2/v3:
+       - a descriptor or revoke block whose tail checksum is wrong makes the next commit
+         block decide: older than the previous commit (stale blocks of an earlier lap)
+         ends the log there; otherwise recovery FAILS (e2fsck: "Journal checksum error";
+         nothing is replayed, the file system is marked not clean);
+       - a commit block whose checksum is wrong ends the log before that transaction; with
+         synchronous commits that is a corrupt journal (e2fsck: "Journal transaction N was
+         corrupt, replay was aborted", s_errno -> the file system's ERROR_FS state), with
+         journal_async_commit an interrupted commit (the scan goes on, but nothing from
+         that transaction on is replayed); a commit older than the previous one ends the
+         log quietly.
+     With v1 checksums (COMPAT_CHECKSUM) the commit block carries a crc32_be over the
+     descriptor and data blocks of its transaction.
+  2. revoke: every revoke record of the transactions to replay (block -> newest tid); an
+     r_count beyond the block makes recovery FAIL (EINVAL).
+  3. replay: every logged block in log order, unless a revoke from the same or a later
+     transaction covers it; a block whose tag checksum is wrong is skipped (the rest is
+     replayed) and recovery reports a checksum error at the end.
+After a successful replay s_start = 0 and s_sequence = first unreplayed tid + 1 (no stale
+commit block can match); after a failed one s_start = 0 with s_sequence left alone and the
+file system superblock loses its "clean" state. needs_recovery is cleared either way.
 Time is proportional to the log, not the disk.
+
+``ReplayOverlay`` lays the blocks replay would write over a read-only device: a read-only
+open of an image whose journal needs recovery shows the recovered file system (as the
+kernel's read-only mount does) without writing to the image. ``recover(as_mount=True)``
+applies the kernel's rule at mount instead of e2fsck's: a failed recovery raises and leaves
+the journal for e2fsck.
 """
 
 from __future__ import annotations
 
+import struct
+import zlib
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..blockdev import BlockDevice
 from ..errors import CorruptError, UnsupportedFeatureError
 from ..ondisk import jbd2 as j
 
 if TYPE_CHECKING:
-    from ..blockdev import BlockDevice
     from ..fs.filesystem import FileSystem
+
+EXT2_VALID_FS = 0x1
+EXT2_ERROR_FS = 0x2
+_EINVAL = 22
 
 
 class JournalArea:
@@ -44,10 +73,12 @@ class JournalArea:
     @classmethod
     def of(cls, fs: FileSystem) -> JournalArea:
         sb = fs.sb
-        if sb.f["s_journal_dev"] or not sb.f["s_journal_inum"]:
+        if sb.f["s_journal_dev"] or not sb.f["s_journal_inum"] or any(sb.f["s_journal_uuid"]):
             raise UnsupportedFeatureError("external journal devices are not supported")
         ji = fs.get_inode(sb.f["s_journal_inum"])
         n = ji.size // fs.block_size
+        if n > fs.blocks_count:
+            raise CorruptError(f"the journal inode claims {n} blocks, more than the file system")
         phys = np.zeros(n, dtype=np.int64)
         mapped = np.zeros(n, dtype=bool)
         for run in fs.block_map(ji).runs:
@@ -59,6 +90,8 @@ class JournalArea:
                 mapped[lo:hi] = True
         if n == 0 or not mapped.all():
             raise CorruptError("the journal inode does not map all of its blocks")
+        if int(phys.max()) >= fs.blocks_count or int(phys.min()) <= 0:
+            raise CorruptError("the journal inode maps blocks outside the file system")
         return cls(fs.dev, fs.block_size, phys)
 
     def __len__(self) -> int:
@@ -100,8 +133,10 @@ class LoggedTxn:
     revoke_blocks: int = 0
     commit_block: int | None = None
     commit_time: tuple[int, int] = (0, 0)
-    committed: bool = False
-    problem: str | None = None  # why the scan stopped inside this transaction
+    committed: bool = False  # replayed (its commit block was found and accepted)
+    problem: str | None = None  # what is wrong inside this transaction
+    descriptor_at: list[int] = field(default_factory=list)  # journal blocks
+    revoke_at: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -111,132 +146,341 @@ class ScanResult:
     transactions: list[LoggedTxn]
     end_reason: str
     blocks_scanned: int
+    end_sequence: int = 0  # info->end_transaction: the first tid not replayed
+    error: str | None = None  # recovery fails (nothing is replayed)
+    failed_commit: int | None = None  # a synchronous commit block with a bad checksum
 
     @property
     def committed(self) -> list[LoggedTxn]:
         return [t for t in self.transactions if t.committed]
 
 
+# --- v1 transaction checksums: the kernel's crc32_be (MSB first, poly 0x04C11DB7, no
+# inversion), computed with zlib's reflected CRC over bit-reversed bytes
+_REV8 = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
+
+
+def _rev32(x: int) -> int:
+    return int(f"{x & 0xFFFFFFFF:032b}"[::-1], 2)
+
+
+def crc32_be(crc: int, data: bytes | bytearray | memoryview) -> int:
+    return _rev32(zlib.crc32(bytes(data).translate(_REV8), _rev32(crc) ^ 0xFFFFFFFF) ^ 0xFFFFFFFF)
+
+
+def _count_tags(buf: bytes, fmt: j.TagFormat) -> int:
+    """count_tags(): tags of a descriptor block (flags read as the kernel reads them)."""
+    size = len(buf) - fmt.tail_bytes
+    tb = fmt.tag_bytes
+    off = j.HEADER_SIZE
+    nr = 0
+    while off + tb <= size:
+        flags = struct.unpack_from(">H", buf, off + 6)[0]
+        nr += 1
+        off += tb
+        if not flags & j.FLAG_SAME_UUID:
+            off += 16
+        if flags & j.FLAG_LAST_TAG:
+            break
+    return nr
+
+
 def _wrap(jsb: j.JournalSuperblock, pos: int) -> int:
     end = jsb.log_blocks
     if pos >= end:
-        pos = jsb.s_first + (pos - end)
+        pos -= end - jsb.s_first
     return pos
 
 
 def scan(area: JournalArea, jsb: j.JournalSuperblock) -> ScanResult:
-    """Pass 1: the transactions in the log, in order (the last may be uncommitted)."""
-    if jsb.has_incompat(j.FEATURE_INCOMPAT_FAST_COMMIT) and jsb.s_start:
-        # fast-commit blocks may follow: we replay only full transactions and say so
-        pass
+    """Pass 1 (PASS_SCAN): the transactions in the log and where replay must stop."""
     fmt = jsb.tag_format
-    seed = jsb.csum_seed if fmt.has_csum else None
+    csum = jsb.has_csum_v2or3
+    seed = jsb.csum_seed if csum else 0
+    v1 = jsb.has_compat(j.FEATURE_COMPAT_CHECKSUM)
+    async_commit = jsb.has_incompat(j.FEATURE_INCOMPAT_ASYNC_COMMIT)
     pos = jsb.s_start
-    seq = jsb.s_sequence
+    next_id = jsb.s_sequence
     txns: list[LoggedTxn] = []
+    res = ScanResult(pos, next_id, txns, "", 0)
     if pos == 0:
-        return ScanResult(0, seq, [], "journal is empty (clean)", 0)
-    capacity = jsb.log_blocks - jsb.s_first
-    scanned = 0
-    cur: LoggedTxn | None = None
+        res.end_reason = "journal is empty (clean)"
+        res.end_sequence = next_id
+        return res
+    end_tid: int | None = None
+    need_check_commit_time = False
+    last_commit_time = 0
+    crc32_sum = 0xFFFFFFFF
+    limit = 2 * (jsb.s_maxlen + 1)  # the kernel has no bound; hostile logs get one
     reason = ""
+    stop = ""  # why replay stops early even though the walk went on
+
+    def txn(here: int) -> LoggedTxn:
+        if not txns or txns[-1].sequence != next_id:
+            txns.append(LoggedTxn(next_id, here))
+        return txns[-1]
+
     while True:
-        if scanned > capacity:
-            reason = "log wrapped onto itself"
+        if res.blocks_scanned > limit:
+            reason = "the log runs on past its own length (end of log)"
             break
-        buf = area.read(pos)
-        scanned += 1
-        hdr = j.parse_header(buf)
-        if hdr.h_magic != j.JBD2_MAGIC:
-            reason = f"no journal block at {pos} (end of log)"
+        here = pos
+        if pos >= jsb.s_maxlen:
+            res.error = reason = "corrupted journal superblock (log position outside the journal)"
             break
-        if hdr.h_sequence != (seq & 0xFFFFFFFF):
-            reason = f"block {pos} has sequence {hdr.h_sequence}, expected {seq} (end of log)"
+        try:
+            buf = area.read(pos)
+        except CorruptError as exc:
+            res.error = reason = str(exc)
             break
-        if cur is None:
-            cur = LoggedTxn(seq, pos)
-            txns.append(cur)
-        bt = hdr.h_blocktype
-        if bt == j.BLOCKTYPE_DESCRIPTOR:
-            if seed is not None and not j.verify_block_tail(buf, seed):
-                cur.problem = reason = f"descriptor block {pos} checksum mismatch"
-                break
-            tags = j.parse_descriptor_tags(buf, fmt)
-            cur.descriptors += 1
+        res.blocks_scanned += 1
+        pos = _wrap(jsb, pos + 1)
+        magic, btype, seq = struct.unpack_from(">III", buf, 0)
+        if magic != j.JBD2_MAGIC:
+            reason = f"no journal block at {here} (end of log)"
+            break
+        if seq != next_id & 0xFFFFFFFF:
+            reason = f"block {here} has sequence {seq}, expected {next_id & 0xFFFFFFFF} (end of log)"
+            break
+        if btype == j.BLOCKTYPE_DESCRIPTOR:
+            t = txn(here)
+            t.descriptors += 1
+            t.descriptor_at.append(here)
+            if csum and not j.verify_block_tail(buf, seed):
+                need_check_commit_time = True
+                t.problem = f"descriptor block {here} checksum mismatch"
+            n = _count_tags(buf, fmt)
             p = pos
-            bad = None
-            for tag in tags:
+            for tag in j.parse_descriptor_tags(buf, fmt)[:n]:
+                t.tags.append((p, tag))
                 p = _wrap(jsb, p + 1)
-                cur.tags.append((p, tag))
-                if seed is not None:
-                    if not j.verify_tag_checksum(tag, fmt, seed, seq, area.read(p)):
-                        bad = f"logged block {p} (for block {tag.blocknr}) checksum mismatch"
-            scanned += len(tags)
-            if bad:
-                cur.problem = reason = bad
-                break
-            pos = _wrap(jsb, p + 1)
-        elif bt == j.BLOCKTYPE_REVOKE:
-            if seed is not None and not j.verify_block_tail(buf, seed):
-                cur.problem = reason = f"revoke block {pos} checksum mismatch"
-                break
-            try:
-                rb = j.parse_revoke_block(buf, fmt)
-            except CorruptError as exc:
-                cur.problem = reason = f"revoke block {pos}: {exc}"
-                break
-            cur.revokes.extend(rb.blocks)
-            cur.revoke_blocks += 1
-            pos = _wrap(jsb, pos + 1)
-        elif bt == j.BLOCKTYPE_COMMIT:
-            if seed is not None and not j.verify_commit_block(buf, seed):
-                cur.problem = reason = f"commit block {pos} checksum mismatch"
-                break
+            if v1 and not need_check_commit_time and end_tid is None:
+                crc32_sum = crc32_be(crc32_sum, buf)
+                failed = False
+                for _ in range(n):
+                    io_block = pos
+                    pos = _wrap(jsb, pos + 1)
+                    try:
+                        crc32_sum = crc32_be(crc32_sum, area.read(io_block))
+                    except CorruptError:
+                        failed = True
+                        break
+                res.blocks_scanned += n
+                if failed:
+                    t.problem = "logged block outside the journal"
+                continue
+            pos = _wrap(jsb, pos + n)
+            res.blocks_scanned += n
+            continue
+        if btype == j.BLOCKTYPE_COMMIT:
+            t = txn(here)
             cb = j.parse_commit_block(buf)
-            cur.commit_block = pos
-            cur.commit_time = (cb.h_commit_sec, cb.h_commit_nsec)
-            cur.committed = True
-            cur = None
-            seq += 1
-            pos = _wrap(jsb, pos + 1)
-        else:
-            reason = f"block {pos} has unexpected type {bt} (end of log)"
-            break
-    return ScanResult(jsb.s_start, jsb.s_sequence, txns, reason, scanned)
+            t.commit_block = here
+            t.commit_time = (cb.h_commit_sec, cb.h_commit_nsec)
+            commit_time = cb.h_commit_sec
+            if need_check_commit_time:
+                if commit_time >= last_commit_time:
+                    res.error = reason = (f"journal checksum error in transaction {next_id} "
+                                          f"({t.problem or 'revoke block checksum mismatch'})")
+                    break
+                reason = (f"transaction {next_id} has a bad checksum and an older commit "
+                          "time: stale blocks (end of log)")
+                break
+            chksum_error = False
+            if v1:
+                if end_tid is not None:
+                    res.failed_commit = end_tid
+                    stop = (f"journal transaction {end_tid} was corrupt (commit block "
+                            "checksum mismatch), replay was aborted")
+                    continue  # the kernel's `break` leaves only the switch
+                found = cb.h_chksum[0]
+                if not ((crc32_sum == found and cb.h_chksum_type == j.CHECKSUM_CRC32
+                         and cb.h_chksum_size == j.CRC32_CHKSUM_SIZE)
+                        or (cb.h_chksum_type == 0 and cb.h_chksum_size == 0 and found == 0)):
+                    chksum_error = True
+                crc32_sum = 0xFFFFFFFF
+            if chksum_error or (csum and not j.verify_commit_block(buf, seed)):
+                t.problem = f"commit block {here} checksum mismatch"
+                if commit_time < last_commit_time:
+                    reason = (f"commit block {here} has a bad checksum and an older commit "
+                              "time: stale blocks (end of log)")
+                    break
+                end_tid = next_id
+                if not async_commit:
+                    res.failed_commit = next_id
+                    stop = (f"journal transaction {next_id} was corrupt (commit block {here} "
+                            "checksum mismatch), replay was aborted")
+                    continue  # the kernel's `break` leaves only the switch
+                stop = (f"transaction {next_id}: commit block {here} checksum mismatch "
+                        "(async commit: an interrupted commit, not replayed)")
+            last_commit_time = commit_time
+            next_id += 1
+            continue
+        if btype == j.BLOCKTYPE_REVOKE:
+            t = txn(here)
+            t.revoke_blocks += 1
+            t.revoke_at.append(here)
+            if csum and not j.verify_block_tail(buf, seed):
+                need_check_commit_time = True
+                t.problem = f"revoke block {here} checksum mismatch"
+            t.revokes.extend(_revoke_records(buf, fmt, strict=False))
+            continue
+        reason = f"block {here} has unexpected type {btype} (end of log)"
+        break
+    if end_tid is None:
+        end_tid = next_id
+    res.end_sequence = end_tid
+    res.end_reason = f"RECOVERY FAILED: {res.error}" if res.error else (stop or reason)
+    for t in txns:
+        t.committed = (t.commit_block is not None and res.error is None
+                       and _tid_lt(t.sequence, end_tid))
+    return res
+
+
+def _tid_lt(a: int, b: int) -> bool:
+    return ((a - b) & 0xFFFFFFFF) >= 0x80000000
+
+
+def _revoke_records(buf: bytes, fmt: j.TagFormat, *, strict: bool) -> list[int]:
+    """scan_revoke_records(): r_count beyond the block is EINVAL (``strict``) or nothing."""
+    rcount = struct.unpack_from(">I", buf, 12)[0]
+    if rcount > len(buf) - fmt.tail_bytes:
+        if strict:
+            raise CorruptError(f"revoke block r_count {rcount} out of range")
+        return []
+    rec = fmt.revoke_record_bytes
+    off = j.REVOKE_HEADER_SIZE
+    out = []
+    code = ">Q" if rec == 8 else ">I"
+    while off + rec <= rcount:
+        out.append(struct.unpack_from(code, buf, off)[0])
+        off += rec
+    return out
+
+
+class ReplayedBlocks(MutableMapping[int, bytes]):
+    """home block -> the contents replay puts there, read from the log when asked (a
+    read-only open of an image with a large log does not hold the log in memory)."""
+
+    def __init__(self, area: JournalArea | None = None):
+        self.area = area
+        self._src: dict[int, tuple[int, bool]] = {}  # home block -> (journal block, escaped)
+        self._data: dict[int, bytes] = {}
+
+    def set_source(self, blk: int, jblk: int, escaped: bool) -> None:
+        self._data.pop(blk, None)
+        self._src[blk] = (jblk, escaped)
+
+    def __getitem__(self, blk: int) -> bytes:
+        data = self._data.get(blk)
+        if data is not None:
+            return data
+        jblk, escaped = self._src[blk]
+        assert self.area is not None
+        return j.unescape_block(self.area.read(jblk), escaped)
+
+    def __setitem__(self, blk: int, data: bytes) -> None:
+        self._src.pop(blk, None)
+        self._data[blk] = bytes(data)
+
+    def __delitem__(self, blk: int) -> None:
+        if self._src.pop(blk, None) is None:
+            del self._data[blk]
+
+    def __contains__(self, blk: object) -> bool:
+        return blk in self._src or blk in self._data
+
+    def __iter__(self) -> Iterator[int]:
+        yield from list(self._src)
+        yield from list(self._data)
+
+    def __len__(self) -> int:
+        return len(self._src) + len(self._data)
+
+    def copy(self) -> ReplayedBlocks:
+        out = ReplayedBlocks(self.area)
+        out._src = dict(self._src)
+        out._data = dict(self._data)
+        return out
 
 
 @dataclass
 class Replay:
     scan: ScanResult
-    blocks: dict[int, bytes]  # home block -> contents to write
+    blocks: ReplayedBlocks  # home block -> contents to write
     revoked_skips: int
     end_sequence: int  # first sequence after the replayed transactions
+    error: str | None = None  # recovery failed (e2fsck: checksum error / invalid argument)
+    bad_blocks: list[int] = field(default_factory=list)  # skipped: tag checksum mismatch
+
+    @property
+    def failed_commit(self) -> int | None:
+        return self.scan.failed_commit
+
+    @property
+    def summary(self) -> str:
+        n = len(self.scan.committed)
+        out = (f"replayed {n} transaction{'s' if n != 1 else ''}, {len(self.blocks)} blocks "
+               f"({self.revoked_skips} revoked copies skipped); {self.scan.end_reason}")
+        if self.error:
+            out += f"; RECOVERY FAILED: {self.error}"
+        return out
 
 
 def plan_replay(area: JournalArea, jsb: j.JournalSuperblock, result: ScanResult) -> Replay:
-    """Passes 2 and 3 without writing: what replay would put where."""
+    """Passes 2 and 3 (PASS_REVOKE, PASS_REPLAY) without writing: what replay would put
+    where. ``error`` is set when the kernel's recovery would return an error; the blocks
+    are then those it had written before the error."""
+    fmt = jsb.tag_format
+    csum = jsb.has_csum_v2or3
+    seed = jsb.csum_seed if csum else 0
+    plan = Replay(result, ReplayedBlocks(area), 0, result.end_sequence, result.error)
+    if result.error:
+        return plan
     committed = result.committed
     revoked: dict[int, int] = {}
-    for t in committed:  # pass 2
-        for b in t.revokes:
-            if revoked.get(b, -1) < t.sequence:
-                revoked[b] = t.sequence
-    latest: dict[int, tuple[int, bool]] = {}
-    skips = 0
+    try:
+        for t in committed:  # pass 2
+            for p in t.revoke_at:
+                for b in _revoke_records(area.read(p), fmt, strict=True):
+                    if revoked.get(b, -1) < t.sequence:
+                        revoked[b] = t.sequence
+    except CorruptError as exc:
+        plan.error = f"invalid argument: {exc}"
+        result.end_reason += f"; RECOVERY FAILED: {plan.error}"
+        return plan
+    blocks = plan.blocks
     for t in committed:  # pass 3
-        for p, tag in t.tags:
-            if revoked.get(tag.blocknr, -1) >= t.sequence:
-                skips += 1
-                continue
-            latest[tag.blocknr] = (p, tag.escaped)
-    blocks = {b: j.unescape_block(area.read(p), esc) for b, (p, esc) in latest.items()}
-    end = committed[-1].sequence + 1 if committed else result.first_sequence
-    return Replay(result, blocks, skips, end)
+        for p in t.descriptor_at:
+            buf = area.read(p)
+            if csum and not j.verify_block_tail(buf, seed):
+                plan.error = f"invalid checksum recovering descriptor block {p} in log"
+                result.end_reason += f"; RECOVERY FAILED: {plan.error}"
+                return plan
+            q = _wrap(jsb, p + 1)
+            for tag in j.parse_descriptor_tags(buf, fmt):
+                io_block = q
+                q = _wrap(jsb, q + 1)
+                if not 0 <= io_block < len(area):
+                    plan.error = f"I/O error recovering block {io_block} in log"
+                    continue
+                if revoked.get(tag.blocknr, -1) >= t.sequence:
+                    plan.revoked_skips += 1
+                    continue
+                if csum and not j.verify_tag_checksum(tag, fmt, seed, t.sequence,
+                                                      area.read(io_block)):
+                    plan.bad_blocks.append(tag.blocknr)
+                    plan.error = f"invalid checksum recovering data block {tag.blocknr} in log"
+                    continue
+                blocks.set_source(tag.blocknr, io_block, tag.escaped)
+    if plan.error:
+        result.end_reason += f"; RECOVERY FAILED: {plan.error}"
+    return plan
 
 
-def recover(fs: FileSystem, *, write: bool = True) -> Replay | None:
-    """Replay the journal of ``fs`` onto its device (``write``), mark the journal empty and
-    clear needs_recovery. Returns what was replayed (None when there is no journal)."""
+def plan_for(fs: FileSystem) -> tuple[JournalArea, j.JournalSuperblock, Replay] | None:
+    """What recovery of ``fs`` would do (None when it has no journal). Refuses fast-commit
+    logs and external journals."""
     if not fs.sb.has_compat("has_journal"):
         return None
     area = JournalArea.of(fs)
@@ -245,25 +489,109 @@ def recover(fs: FileSystem, *, write: bool = True) -> Replay | None:
         raise UnsupportedFeatureError(
             "the journal has fast-commit blocks: replay it with e2fsck or a kernel mount")
     result = scan(area, jsb)
-    plan = plan_replay(area, jsb, result)
+    return area, jsb, plan_replay(area, jsb, result)
+
+
+def recover(fs: FileSystem, *, write: bool = True, as_mount: bool = False) -> Replay | None:
+    """Replay the journal of ``fs`` onto its device (``write``) the way ``e2fsck`` does:
+    write the blocks, mark the journal empty, clear needs_recovery; after a failed
+    recovery the file system is marked not clean, after a corrupt synchronous commit it
+    is marked with errors. Returns what was replayed (None when there is no journal).
+
+    ``as_mount``: the kernel's rule at mount instead: a failed recovery (or a corrupt
+    commit) writes what it replayed, leaves the journal as it is and raises CorruptError.
+    """
+    got = plan_for(fs)
+    if got is None:
+        return None
+    area, jsb, plan = got
     if not write:
         return plan
     bs = fs.block_size
-    for blk in sorted(plan.blocks):
+    for blk in plan.blocks:
         if not 0 <= blk < fs.blocks_count:
             raise CorruptError(f"journal replays block {blk} outside the file system")
-        fs.dev.write(blk * bs, plan.blocks[blk])
+    for blk in sorted(plan.blocks):
+        fs.dev.write(blk * bs, plan.blocks[blk])  # read from the log, then written home
     fs.dev.flush()
-    if jsb.s_start:
+    failed = plan.error is not None
+    if as_mount and (failed or plan.failed_commit is not None):
+        why = plan.error or f"transaction {plan.failed_commit} is corrupt"
+        raise CorruptError(f"journal recovery failed: {why} (run e2fsck or 'ext4kit recover')")
+    errno = jsb.s_errno
+    if jsb.s_start or errno:
+        if jsb.s_start and not failed:
+            jsb.s_sequence = (plan.end_sequence + 1) & 0xFFFFFFFF  # no stale commit matches
         jsb.s_start = 0
-        jsb.s_sequence = plan.end_sequence + 1  # skip one: no stale block can match
+        if plan.failed_commit is not None:
+            errno = -_EINVAL
+        jsb.s_errno = 0  # handed to the file system's state below
         area.write_superblock(jsb)
-    # needs_recovery off in the (possibly just replayed) primary superblock
     from ..ondisk.superblock import SUPERBLOCK_OFFSET, Superblock
 
     raw = fs.dev.read_exact(SUPERBLOCK_OFFSET, 1024)
     sb = Superblock.parse(raw, verify=False)
     sb.f["s_feature_incompat"] &= ~0x4
+    if failed:
+        sb.f["s_state"] &= ~EXT2_VALID_FS
+    if errno:
+        sb.f["s_state"] |= EXT2_ERROR_FS
     fs.dev.write(SUPERBLOCK_OFFSET, sb.pack())
     fs.dev.flush()
     return plan
+
+
+class ReplayOverlay(BlockDevice):
+    """A read-only view of ``inner`` with the journal's replayed blocks laid over it:
+    a read-only open sees the recovered file system and the image is never written."""
+
+    def __init__(self, inner: BlockDevice, block_size: int,
+                 blocks: MutableMapping[int, bytes]):
+        self.inner = inner
+        self.bs = block_size
+        self.blocks = blocks
+        self.read_only = True
+        self.sector_size = inner.sector_size
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = self.inner.read(offset, length)
+        if not self.blocks or length <= 0:
+            return data
+        bs = self.bs
+        first, last = offset // bs, (offset + len(data) - 1) // bs
+        if last - first + 1 < len(self.blocks):
+            hits = [b for b in range(first, last + 1) if b in self.blocks]
+        else:
+            hits = sorted(b for b in list(self.blocks) if first <= b <= last)
+        if not hits:
+            return data
+        out = bytearray(data)
+        for b in hits:
+            s = max(b * bs, offset)
+            e = min((b + 1) * bs, offset + len(data))
+            out[s - offset : e - offset] = self.blocks[b][s - b * bs : e - b * bs]
+        return bytes(out)
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        bs = self.bs
+        n = len(buf)
+        inner_readinto = getattr(self.inner, "readinto", None)
+        if inner_readinto is not None and n > 0 and not any(
+                b in self.blocks for b in range(offset // bs, (offset + n - 1) // bs + 1)):
+            return int(inner_readinto(offset, buf))
+        data = self.read(offset, n)
+        buf[: len(data)] = data
+        return len(data)
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        raise PermissionError("the replayed view of a journal is read-only")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.inner.close()
