@@ -805,8 +805,11 @@ def journal(image: str, as_json: bool) -> int:
         state = "committed" if t["committed"] else "NOT committed"
         when = ""
         if t["committed"]:
-            when = " at " + _dt.datetime.fromtimestamp(
-                t["commit_time"], _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            try:
+                when = " at " + _dt.datetime.fromtimestamp(
+                    t["commit_time"], _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            except (OverflowError, OSError, ValueError):  # a garbage commit time
+                when = f" at @{t['commit_time']}"
         click.echo(f"transaction {t['sequence']} at journal block {t['start']}: {state}{when}, "
                    f"{len(t['blocks'])} blocks, {len(t['revoked'])} revoked")
         for b in t["blocks"]:
