@@ -264,6 +264,71 @@ def test_async_commit_without_barrier_relies_on_checksums(tmp_path):
         assert JournalArea.of(raw).read_superblock().s_start != 0
 
 
+def test_async_commit_v1_drops_the_torn_transaction(tmp_path):
+    """Without metadata_csum, journal_async_commit (which implies journal_checksum) writes
+    the v1 transaction checksum, as the kernel does: a commit block that reached the disk
+    before one of its blocks fails its crc32, and that transaction is not replayed (an
+    interrupted async commit, not an error). The earlier ones are; ours and e2fsck's
+    replays agree byte for byte and the file system is clean."""
+    from test_journal_replay import block_differences, e2fsck_journal_only
+
+    img = make_image(tmp_path / "j.img", "ext4-nocsum", "32M")
+    fs = ext4kit.open(img, "r+", options="journal_async_commit")
+    fs.write_bytes("/a", b"a" * 10000)
+    fs.sync()
+    fs.write_bytes("/b", b"b" * 10000)
+    fs.sync()
+    crash = _crash_copy(img, "c.img")
+    fs.close()
+    with ext4kit.open(crash) as ro:
+        area = JournalArea.of(ro)
+        jsb = area.read_superblock()
+        assert jsb.has_compat(j.FEATURE_COMPAT_CHECKSUM) and not jsb.has_csum_v2or3
+        assert jsb.has_incompat(j.FEATURE_INCOMPAT_ASYNC_COMMIT)
+        res = scan(area, jsb)
+        assert all(t.committed for t in res.transactions)
+        p, _lost = res.transactions[-1].tags[-1]
+    with FileSystem._on_device(crash, writable=True) as raw:
+        JournalArea.of(raw).write(p, bytes(raw.block_size))
+    theirs = _crash_copy(crash, "t.img")
+    r = e2fsck_journal_only(theirs)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with FileSystem._on_device(crash, writable=True) as raw:
+        plan = recover(raw)
+    assert plan is not None and plan.error is None and plan.failed_commit is None
+    assert not plan.scan.transactions[-1].committed
+    assert block_differences(crash, theirs) == []
+    assert_fsck_clean(crash)
+    with ext4kit.open(crash) as fs2:
+        assert fs2.read_bytes("/a") == b"a" * 10000 and not fs2.exists("/b")
+
+
+def test_writeback_data_durable_at_fsync_but_unordered(tmp_path):
+    """data=writeback: the file data is written with the commit, after the flush that
+    makes the log blocks durable (so it may reach the disk after the commit block: no
+    ordering), and before the commit's final flush (so fsync returns with it durable)."""
+    from ext4kit.blockdev import MemoryDevice, RecordingDevice
+
+    img = make_image(tmp_path / "j.img", "ext4", "32M")
+    rec = RecordingDevice(MemoryDevice(img.read_bytes()))
+    fs = ext4kit.open(rec, "r+", data="writeback")
+    payload = bytes(range(256)) * 64  # 4 blocks
+    with fs.open("/f", "wb") as f:
+        f.write(payload)
+        start = len(rec.trace.ops)
+        f.flush()
+        f.raw.fsync()
+    ops = rec.trace.ops[start:]
+    bs = fs.block_size
+    run = fs.block_map(fs.get_inode(fs.lstat("/f").st_ino)).runs[0]
+    data_at = [i for i, op in enumerate(ops) if op.kind == "W" and op.offset == run.physical * bs]
+    flushes = [i for i, op in enumerate(ops) if op.kind == "F"]
+    assert len(data_at) == 1 and ops[data_at[0]].data == payload  # one write for the run
+    assert ops[-1].kind == "F"  # durable when fsync returns
+    assert any(i < data_at[0] for i in flushes)  # the log's flush came first: unordered
+    fs.close()
+
+
 def test_group_commit_by_clock(tmp_path):
     now = [0.0]
     img = make_image(tmp_path / "j.img", "ext4", "32M")

@@ -160,6 +160,9 @@ def _errno_of(fn) -> int | None:
     return None
 
 
+_LPF = b"/lost+found"
+
+
 def random_work(fs, model: Model, rng: random.Random, steps: int, bs: int) -> None:
     """``steps`` random operations applied to the image and the model alike (each must
     succeed or fail with the model's errno)."""
@@ -208,12 +211,12 @@ def random_work(fs, model: Model, rng: random.Random, steps: int, bs: int) -> No
             check(model.unlink(p), partial(fs.unlink, p))
         elif op == "rmdir":
             p = any_path(("dir",))
-            if p != b"/":
+            if p not in (b"/", _LPF):  # e2fsck -fy would make /lost+found again
                 check(model.rmdir(p), partial(fs.rmdir, p))
         elif op == "rename":
             src = any_path()
             dst = new_path() if rng.random() < 0.6 else any_path()
-            if b"/" not in (src, dst):
+            if b"/" not in (src, dst) and _LPF not in (src, dst):
                 check(model.rename(src, dst), partial(fs.rename, src, dst))
         elif op == "symlink":
             p = new_path()
@@ -245,6 +248,9 @@ PROTOCOLS = {
     "sync-csum": ("ext4", 4096, "barrier,journal_checksum"),
     "async": ("ext4", 1024, "journal_async_commit"),
     "nocsum": ("ext4-nocsum", 4096, "nojournal_checksum"),
+    # no metadata_csum: journal_checksum is the v1 commit-block crc32 (COMPAT_CHECKSUM)
+    "v1": ("ext4-nocsum", 4096, "journal_checksum"),
+    "v1-async": ("ext4-nocsum", 1024, "journal_async_commit"),
 }
 
 
@@ -265,8 +271,9 @@ def test_our_log_replayed_by_e2fsck_kernel_and_us(tmp_path, data, protocol):
 
     jsb = _jsb(crash)
     assert jsb.s_start != 0, "nothing left in the log: the test would prove nothing"
-    assert jsb.has_csum_v2or3 == (protocol != "nocsum")
-    assert jsb.has_incompat(j.FEATURE_INCOMPAT_ASYNC_COMMIT) == (protocol == "async")
+    assert jsb.has_csum_v2or3 == (protocol in ("sync-csum", "async"))
+    assert jsb.has_compat(j.FEATURE_COMPAT_CHECKSUM) == protocol.startswith("v1")
+    assert jsb.has_incompat(j.FEATURE_INCOMPAT_ASYNC_COMMIT) == protocol.endswith("async")
     with FileSystem._on_device(crash, writable=False) as raw:
         assert raw.sb.has_incompat("needs_recovery")
 
@@ -597,7 +604,7 @@ def _setup_base(tmp_path: Path, data: str) -> bytes:
 ], ids=["ordered", "journal", "writeback", "journal-rewrite", "ordered-rewrite"])
 def test_crash_after_every_write_of_a_commit(tmp_path, data, rewrite):
     """Record every write of one operation batch and its commit; for each prefix (power
-    cut after write k) our replay gives the tree before or after the commit and e2fsck
+    cut after block k of the writes in issue order) our replay gives the tree before or after the commit and e2fsck
     -fn is clean; e2fsck -fy on a sample of prefixes gives the same tree as ours.
     (data=writeback promises nothing about file contents: only names, sizes, modes.)"""
     base = _setup_base(tmp_path, data)
@@ -614,7 +621,11 @@ def test_crash_after_every_write_of_a_commit(tmp_path, data, rewrite):
     fs.setxattr("/new", "user.t", b"x" * 60)
     fs.sync()
     post_live = image_snapshot(fs, {})
-    writes = rec.trace.writes()
+    # the writes in issue order, block by block: a cut inside a multi-block write (a
+    # descriptor with its logged blocks, a run of home blocks) is a torn write
+    bs = 1024
+    writes = [(w.offset + i, w.data[i : i + bs]) for w in rec.trace.writes()
+              for i in range(0, len(w.data), bs)]
     assert len(writes) >= 10
     pre_img = tmp_path / "pre.img"
     pre_img.write_bytes(base)
@@ -631,8 +642,8 @@ def test_crash_after_every_write_of_a_commit(tmp_path, data, rewrite):
     img = tmp_path / "cut.img"
     for k in range(len(writes) + 1):
         if k:
-            w = writes[k - 1]
-            buf[w.offset : w.offset + len(w.data)] = w.data
+            off, piece = writes[k - 1]
+            buf[off : off + len(piece)] = piece
         img.write_bytes(buf)
         with FileSystem._on_device(img, writable=True) as raw:
             plan = recover(raw)
@@ -731,17 +742,46 @@ def _convert_to_v1_checksums(img: Path, corrupt_last: bool) -> None:
             area.write(q, bytes(blk))
 
 
+def _damage_last_logged_block(img: Path) -> None:
+    with FileSystem._on_device(img, writable=True) as raw:
+        area = JournalArea.of(raw)
+        res = scan(area, area.read_superblock())
+        q, _tag = res.committed[-1].tags[-1]
+        blk = bytearray(area.read(q))
+        blk[100] ^= 0xFF
+        area.write(q, bytes(blk))
+
+
+@pytest.mark.parametrize("writer", ["converted", "ours"])
 @pytest.mark.parametrize("corrupt", [False, True], ids=["intact", "damaged"])
-def test_v1_transaction_checksums_like_e2fsck(tmp_path, corrupt):
+def test_v1_transaction_checksums_like_e2fsck(tmp_path, corrupt, writer):
+    """v1 (COMPAT_CHECKSUM) logs: converted from a checksum-less log, or written by us
+    (journal_checksum on a file system without metadata_csum, as the kernel does)."""
     img = make_image(tmp_path / "fs.img", "ext4-nocsum", "24M", block_size=1024)
-    fs = ext4kit.open(img, "r+", options="nojournal_checksum", commit=3600)
+    opts = "nojournal_checksum" if writer == "converted" else "journal_checksum"
+    fs = ext4kit.open(img, "r+", options=opts, commit=3600)
     for i in range(3):
         fs.write_bytes(f"/f{i}", bytes([i + 1]) * 3000)
         fs.mkdir(f"/d{i}")
         fs.sync()
     crash = _copy(img, tmp_path / "crash.img")
     _abandon(fs)
-    _convert_to_v1_checksums(crash, corrupt)
+    if writer == "converted":
+        _convert_to_v1_checksums(crash, corrupt)
+    else:
+        jsb = _jsb(crash)
+        assert jsb.has_compat(j.FEATURE_COMPAT_CHECKSUM) and not jsb.has_csum_v2or3
+        with FileSystem._on_device(crash, writable=False) as raw:
+            area = JournalArea.of(raw)
+            for t in scan(area, jsb).committed:
+                assert t.commit_block is not None
+                cb = j.parse_commit_block(area.read(t.commit_block))
+                assert (cb.h_chksum_type, cb.h_chksum_size) == (j.CHECKSUM_CRC32,
+                                                                j.CRC32_CHKSUM_SIZE)
+        if corrupt:
+            _damage_last_logged_block(crash)
+        logdump = _run("debugfs", "-R", "logdump", str(crash))
+        assert "commit block" in logdump.stdout and "bad" not in logdump.stdout.lower()
     ours = _copy(crash, tmp_path / "ours.img")
     theirs = _copy(crash, tmp_path / "theirs.img")
     r = e2fsck_journal_only(theirs)

@@ -9,9 +9,16 @@ leaves the flushes out):
      and with ``data=journal`` file data), escaped when they begin with the jbd2 magic
   2. flush                   -- unless journal_async_commit (then recovery relies on the
                                 tag and commit checksums to spot a commit that got ahead)
-  3. commit block (CSUM_V3 checksum with journal_checksum / metadata_csum)
-  4. flush                   -- the transaction is durable
-  (data=writeback: data blocks are written after the commit, with no ordering at all)
+     (data=writeback: the file data of the transaction is written here, unordered
+     against the commit block: it may reach the disk after it, as in the kernel)
+  3. commit block: metadata_csum -> CSUM_V3 (tags, descriptor tails and commit block
+     carry crc32c); otherwise journal_checksum (implied by journal_async_commit) ->
+     COMPAT_CHECKSUM v1: the commit block carries crc32_be over the transaction's
+     descriptor and logged blocks (the kernel's set_journal_csum_feature_set)
+  4. flush                   -- the transaction is durable (data=writeback data too)
+Each descriptor and the blocks it tags are written with one device write (two when the
+log wraps); checkpoints and data=writeback data write runs of consecutive home blocks
+with one write each.
 
 Committed blocks stay pinned in the buffer cache until a checkpoint writes them home:
 when the log runs short, after ``checkpoint_interval`` seconds, and at unmount. A
@@ -25,19 +32,25 @@ that off, for the crash lab to show why it exists) and is dropped from the check
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import UnsupportedFeatureError
 from ..ondisk import jbd2 as j
-from .log import JournalArea
-from .transaction import BufferCache, Handle, InPlaceJournal, Transaction
+from ..ondisk.csum import crc32c_raw
+from .log import JournalArea, crc32_be
+from .transaction import BufferCache, Handle, InPlaceJournal, Transaction, write_runs
 
 if TYPE_CHECKING:
     from ..fs.filesystem import FileSystem
 
 DATA_MODES = ("journal", "ordered", "writeback")
+_MAGIC = struct.pack(">I", j.JBD2_MAGIC)
+_TAG3 = struct.Struct(">IIII")
+_TAG = struct.Struct(">IHH")
+_BE32 = struct.Struct(">I")
 
 
 class JournalFull(Exception):
@@ -66,18 +79,25 @@ class Jbd2Journal(InPlaceJournal):
         self.commit_interval = commit_interval
         self.clock = clock
         jsb = self.jsb
-        # features as the kernel sets them at mount
+        # features as the kernel sets them at mount (set_journal_csum_feature_set):
+        # metadata_csum -> csum_v3; else journal_checksum (journal_async_commit implies
+        # it) -> the v1 transaction checksum (COMPAT_CHECKSUM); else none
         if fs.sb.has_incompat("64bit"):
             jsb.s_feature_incompat |= j.FEATURE_INCOMPAT_64BIT
-        if fs.sb.metadata_csum or journal_checksum:
-            jsb.s_feature_incompat = (jsb.s_feature_incompat & ~j.FEATURE_INCOMPAT_CSUM_V2) \
-                | j.FEATURE_INCOMPAT_CSUM_V3
-            jsb.s_feature_compat &= ~j.FEATURE_COMPAT_CHECKSUM
-            jsb.s_checksum_type = 4  # crc32c
+        jsb.s_feature_compat &= ~j.FEATURE_COMPAT_CHECKSUM
+        jsb.s_feature_incompat &= ~(j.FEATURE_INCOMPAT_CSUM_V2 | j.FEATURE_INCOMPAT_CSUM_V3
+                                    | j.FEATURE_INCOMPAT_ASYNC_COMMIT)
+        if fs.sb.metadata_csum:
+            jsb.s_feature_incompat |= j.FEATURE_INCOMPAT_CSUM_V3
+            jsb.s_checksum_type = j.CHECKSUM_CRC32C
+        elif journal_checksum or async_commit:
+            jsb.s_feature_compat |= j.FEATURE_COMPAT_CHECKSUM
         if async_commit:
             jsb.s_feature_incompat |= j.FEATURE_INCOMPAT_ASYNC_COMMIT
+        self.v1 = jsb.has_compat(j.FEATURE_COMPAT_CHECKSUM)
         self.fmt = jsb.tag_format
         self.seed = jsb.csum_seed if self.fmt.has_csum else None
+        self.uuid = bytes(jsb.s_uuid)
         self.first = jsb.s_first
         self.end = jsb.log_blocks
         self.capacity = self.end - self.first
@@ -87,7 +107,7 @@ class Jbd2Journal(InPlaceJournal):
         self.used = 0  # log blocks held by committed, not yet checkpointed transactions
         self.clean = True  # nothing in the log: the next commit writes s_start first
         self.pending: set[int] = set()  # pinned blocks awaiting checkpoint
-        self.pending_data: dict[int, bytes] = {}  # data=journal blocks awaiting checkpoint
+        self.pending_data: dict[int, bytes | memoryview] = {}  # data=journal, awaiting checkpoint
         self.last_checkpoint = clock()
         self.checkpoints = 0  # checkpoints that wrote anything (statistics, tests)
         self.oversized_in_place = 0  # transactions too big even for an empty log
@@ -123,17 +143,23 @@ class Jbd2Journal(InPlaceJournal):
             for b in range(blk, blk + len(data) // bs):
                 self.pending_data.pop(b, None)
             return
-        # journal: logged with the metadata; writeback: written after the commit
-        mv = memoryview(bytes(data))
-        for i in range(len(data) // bs):
-            txn.data[blk + i] = bytes(mv[i * bs : (i + 1) * bs])
+        # journal: logged with the metadata; writeback: written at commit, unordered
+        # against the commit block. A view per block into one immutable copy (none is
+        # taken when the caller's data is a bytes object already).
+        mv = memoryview(data)
+        if not isinstance(mv.obj, bytes):
+            mv = memoryview(bytes(mv))
+        tdata = txn.data
+        for i in range(len(mv) // bs):
+            tdata[blk + i] = mv[i * bs : (i + 1) * bs]
 
     def pending_data_block(self, blk: int) -> bytes | None:
         """File data not yet at home (data=journal / writeback): the read path overlays it."""
         txn = self.running
-        if txn is not None and blk in txn.data:
-            return txn.data[blk]
-        return self.pending_data.get(blk)
+        data = txn.data.get(blk) if txn is not None else None
+        if data is None:
+            data = self.pending_data.get(blk)
+        return data if data is None or isinstance(data, bytes) else bytes(data)
 
     def has_pending_data(self) -> bool:
         return bool(self.pending_data) or (self.running is not None and bool(self.running.data))
@@ -148,15 +174,61 @@ class Jbd2Journal(InPlaceJournal):
         n_rev = -(-len(revokes) // per_rev)
         return n_meta + n_desc + n_rev + 1
 
-    def _advance(self, pos: int) -> int:
-        pos += 1
-        return self.first if pos >= self.end else pos
+    def _log_write(self, pos: int, run: bytes) -> int:
+        """Write consecutive log blocks from ``pos`` (one write, two when the log wraps);
+        returns the log position after them."""
+        bs = self.cache.block_size
+        mv = memoryview(run)
+        while len(mv):
+            k = min(len(mv) // bs, self.end - pos)
+            self.area.write_blocks(pos, mv[: k * bs])
+            mv = mv[k * bs :]
+            pos += k
+            if pos >= self.end:
+                pos = self.first
+        return pos
+
+    def _pack_descriptor(self, seq: int, entries: list[tuple[int, int, int]]) -> bytes:
+        """``jbd2.pack_descriptor_block`` for (block, flags, checksum) entries: the first
+        tag carries the journal UUID, the others SAME_UUID, the last LAST_TAG."""
+        bs = self.cache.block_size
+        fmt = self.fmt
+        buf = bytearray(bs)
+        buf[: j.HEADER_SIZE] = j.pack_header(j.BLOCKTYPE_DESCRIPTOR, seq)
+        off = j.HEADER_SIZE
+        tb = fmt.tag_bytes
+        last = len(entries) - 1
+        v3, is64 = fmt.csum_v3, fmt.is64
+        for i, (blk, flags, csum) in enumerate(entries):
+            flags = (flags & ~(j.FLAG_LAST_TAG | j.FLAG_SAME_UUID)) \
+                | (j.FLAG_SAME_UUID if i else 0) | (j.FLAG_LAST_TAG if i == last else 0)
+            if blk >> 32 and not is64:
+                raise ValueError(f"block {blk} needs the journal 64bit feature")
+            if v3:
+                _TAG3.pack_into(buf, off, blk & 0xFFFFFFFF, flags, blk >> 32 if is64 else 0,
+                                csum & 0xFFFFFFFF)
+            else:
+                _TAG.pack_into(buf, off, blk & 0xFFFFFFFF, csum & 0xFFFF, flags & 0xFFFF)
+                if is64:
+                    _BE32.pack_into(buf, off + 8, blk >> 32)
+            off += tb
+            if not i:
+                buf[off : off + j.UUID_SIZE] = self.uuid
+                off += j.UUID_SIZE
+        if off > bs - fmt.tail_bytes:
+            raise ValueError(f"{len(entries)} tags do not fit in one descriptor block")
+        if fmt.has_csum:
+            assert self.seed is not None
+            j.set_block_tail_checksum(buf, self.seed)
+        return bytes(buf)
 
     def write_transaction(self, txn: Transaction) -> None:
         bs = self.cache.block_size
         logged_data = self.data_mode == "journal"
-        if not txn.metadata and not txn.revoked and not txn.data:
-            if txn.data_blocks:
+        if not txn.metadata and not txn.revoked and (not txn.data or not logged_data):
+            if txn.data:  # data=writeback file data alone: nothing to log
+                write_runs(self.dev, bs, txn.data)
+            if txn.data or txn.data_blocks:
                 self._flush()
             return
         need = self._log_blocks_needed(txn)
@@ -185,46 +257,54 @@ class Jbd2Journal(InPlaceJournal):
         if self.revoke_enabled and txn.revoked:
             per = self.fmt.revoke_capacity(bs)
             recs = sorted(txn.revoked)
-            for i in range(0, len(recs), per):
-                self.area.write(pos, j.pack_revoke_block(seq, recs[i : i + per], self.fmt, bs,
-                                                         self.seed))
-                pos = self._advance(pos)
-        # 1b. descriptors + logged blocks
-        items: list[tuple[int, bytes]] = [(b, bytes(txn.metadata[b])) for b in sorted(txn.metadata)]
+            blocks = [j.pack_revoke_block(seq, recs[i : i + per], self.fmt, bs, self.seed)
+                      for i in range(0, len(recs), per)]
+            pos = self._log_write(pos, b"".join(blocks))
+        # 1b. descriptors + logged blocks: each descriptor and its blocks in one write
+        items: list[tuple[int, bytes | memoryview]] = [
+            (b, bytes(txn.metadata[b])) for b in sorted(txn.metadata)]
         if logged_data:
             items += [(b, txn.data[b]) for b in sorted(txn.data)]
         per = self.fmt.descriptor_capacity(bs)
-        uuid = bytes(self.jsb.s_uuid)
+        crc32_sum = 0xFFFFFFFF  # v1: crc32_be over every descriptor and logged block
+        if self.seed is not None:
+            seq_seed = crc32c_raw(self.seed, _BE32.pack(seq & 0xFFFFFFFF))
+            mask = 0xFFFFFFFF if self.fmt.csum_v3 else 0xFFFF
         for i in range(0, len(items), per):
             chunk = items[i : i + per]
-            tags = []
-            bodies = []
-            for k, (blk, data) in enumerate(chunk):
-                body, escaped = j.escape_block(data)
-                csum = j.tag_checksum_for(self.fmt, self.seed, seq, body) if self.seed is not None else 0
-                tags.append(j.BlockTag(blk, j.FLAG_ESCAPE if escaped else 0, csum,
-                                       uuid if k == 0 else None))
-                bodies.append(body)
-            self.area.write(pos, j.pack_descriptor_block(seq, tags, self.fmt, bs, self.seed))
-            pos = self._advance(pos)
-            for body in bodies:
-                self.area.write(pos, body)
-                pos = self._advance(pos)
+            entries = []
+            run: list[bytes | memoryview] = [b""]
+            for blk, data in chunk:
+                if data[:4] == _MAGIC:  # escaped: stored with its first 4 bytes zeroed
+                    body: bytes | memoryview = b"\0\0\0\0" + bytes(data[4:])
+                    flags = j.FLAG_ESCAPE
+                else:
+                    body, flags = data, 0
+                csum = crc32c_raw(seq_seed, body) & mask if self.seed is not None else 0
+                entries.append((blk, flags, csum))
+                run.append(body)
+            run[0] = self._pack_descriptor(seq, entries)
+            joined = b"".join(run)
+            if self.v1:
+                crc32_sum = crc32_be(crc32_sum, joined)
+            pos = self._log_write(pos, joined)
         # 2. everything before the commit block is durable (unless async commit)
         if not self.async_commit:
             self._flush()
+        # data=writeback: no ordering against the commit block (it may get there first)
+        if not logged_data and txn.data:
+            write_runs(self.dev, bs, txn.data)
         # 3. commit block
         now = time.time_ns()
         commit = j.CommitBlock(seq, h_commit_sec=now // 1_000_000_000,
                                h_commit_nsec=now % 1_000_000_000)
-        self.area.write(pos, j.pack_commit_block(commit, bs, self.seed))
-        pos = self._advance(pos)
+        if self.v1:
+            commit.h_chksum_type = j.CHECKSUM_CRC32
+            commit.h_chksum_size = j.CRC32_CHKSUM_SIZE
+            commit.h_chksum[0] = crc32_sum
+        pos = self._log_write(pos, j.pack_commit_block(commit, bs, self.seed))
         # 4. durable
         self._flush()
-        # writeback data: no ordering against the commit at all
-        if not logged_data and txn.data:
-            for blk in sorted(txn.data):
-                self.dev.write(blk * bs, txn.data[blk])
         self.used += need
         self.head = pos
         assert pos == (start_head - self.first + need) % self.capacity + self.first
@@ -250,8 +330,7 @@ class Jbd2Journal(InPlaceJournal):
         bs = self.cache.block_size
         self.checkpoint()
         if txn.data:
-            for blk in sorted(txn.data):
-                self.dev.write(blk * bs, txn.data[blk])
+            write_runs(self.dev, bs, txn.data)
             self._flush()
             txn.data = {}
         need = self._log_blocks_needed(txn)
@@ -268,13 +347,14 @@ class Jbd2Journal(InPlaceJournal):
     def checkpoint(self) -> None:
         """Write every committed block home, flush, then mark the log empty (s_start = 0;
         the next commit starts a new log at the head)."""
-        bs = self.cache.block_size
-        for blk in sorted(self.pending):
-            data = self.cache.pinned.get(blk)
+        home: dict[int, bytes | memoryview] = {}
+        pinned = self.cache.pinned
+        for blk in self.pending:
+            data = pinned.get(blk)
             if data is not None:
-                self.dev.write(blk * bs, data)
-        for blk in sorted(self.pending_data):
-            self.dev.write(blk * bs, self.pending_data[blk])
+                home[blk] = data
+        home.update(self.pending_data)
+        write_runs(self.dev, self.cache.block_size, home)
         if self.pending or self.pending_data:
             self._flush()
             self.checkpoints += 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..blockdev import BlockDevice
@@ -99,7 +100,9 @@ class Transaction:
     tid: int
     metadata: dict[int, bytearray] = field(default_factory=dict)
     revoked: set[int] = field(default_factory=set)
-    data: dict[int, bytes] = field(default_factory=dict)  # data held until commit (data=journal)
+    # file data held until commit (data=journal: logged; data=writeback: written at commit),
+    # one view per block into the copy taken when it was submitted
+    data: dict[int, bytes | memoryview] = field(default_factory=dict)
     data_blocks: int = 0  # data blocks already written (ordered): flushed before metadata
     handles: int = 0  # open handles
     started: float | None = None  # journal clock at its first handle (group commit age)
@@ -256,3 +259,27 @@ class InPlaceJournal:
             self.cache.written(blk)
         if txn.metadata:
             self._flush()
+
+
+RUN_MAX_BLOCKS = 1024  # blocks joined into one device write (bounds the temporary copy)
+
+
+def write_runs(dev: BlockDevice, block_size: int,
+               blocks: Mapping[int, bytes | bytearray | memoryview]) -> int:
+    """Write ``blocks`` (home block -> contents) in block order, each run of consecutive
+    blocks with one device write. Returns the number of writes."""
+    order = sorted(blocks)
+    writes = 0
+    i = 0
+    n = len(order)
+    while i < n:
+        k = i + 1
+        while k < n and order[k] == order[k - 1] + 1 and k - i < RUN_MAX_BLOCKS:
+            k += 1
+        if k - i == 1:
+            dev.write(order[i] * block_size, blocks[order[i]])
+        else:
+            dev.write(order[i] * block_size, b"".join([blocks[b] for b in order[i:k]]))
+        writes += 1
+        i = k
+    return writes
