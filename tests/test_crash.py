@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -118,17 +121,47 @@ def test_export_verdicts_agree_with_e2fsck(tmp_path, mode):
 
 
 def test_cli_run_json_and_table(tmp_path):
-    exe = [sys.executable, "-m", "ext4kit", "crash", "run", "append", "--mode", "writeback"]
-    r = subprocess.run(exe + ["--json"], capture_output=True, text=True, timeout=300)
+    # no journal: inconsistent states whatever the journal code does
+    exe = [sys.executable, "-m", "ext4kit", "crash", "run", "append", "--mode", "nojournal"]
+    r = subprocess.run(exe + ["--json", "--jobs", "2"], capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert set(doc) >= {"workload", "mode", "options", "states", "outcomes", "violations"}
-    assert doc["outcomes"]["garbage_data"] > 0
+    assert doc["outcomes"]["inconsistent"] > 0
+    assert doc["outcomes"]["consistent"] + doc["outcomes"]["inconsistent"] == doc["states"]
     assert all(set(v) >= {"state", "class", "detail"} for v in doc["violations"])
     r = subprocess.run(exe + ["-o", "nobarrier_typo"], capture_output=True, text=True)
     assert r.returncode == 16 and "unknown mount option" in r.stderr + r.stdout
     r = subprocess.run(exe, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "garbage" in r.stdout and "append, writeback" in r.stdout
+    assert r.returncode == 0 and "append, nojournal" in r.stdout
+    assert "inconsistent:" in r.stdout and "Finding(" not in r.stdout
+
+
+def _png_pixels_vary(png: bytes) -> tuple[int, int, int]:
+    """(width, height, distinct byte values in the image data) of a PNG: a blank page
+    has a handful of distinct values, a rendered one many."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat = 8, b""
+    width = height = 0
+    while pos < len(png):
+        (n,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, body = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + n]
+        if kind == b"IHDR":
+            width, height = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    return width, height, len(set(zlib.decompress(idat)))
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _chromium(tmp_path, *args, timeout=120):
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                           f"--user-data-dir={tmp_path / 'chromium-profile'}", *args],
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_report_html_renders(tmp_path):
@@ -140,16 +173,73 @@ def test_report_html_renders(tmp_path):
     text = page.read_text()
     assert text.startswith("<!DOCTYPE html>") and "<svg" in text and "garbage_data" in text
     assert "http://" not in text.replace("http://www.w3.org/2000/svg", "")  # self-contained
-    chromium = "/usr/bin/chromium"
-    if not os.path.exists(chromium):
-        print(f"SKIP headless render: {chromium} does not exist")
-        pytest.skip(f"{chromium} does not exist: the page was checked as text only")
-    shot = tmp_path / "shot.png"
-    r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                        f"--screenshot={shot}", "--window-size=1400,900", page.as_uri()],
-                       capture_output=True, text=True, timeout=120)
+    if not os.path.exists(CHROMIUM):
+        print(f"SKIP headless render: {CHROMIUM} does not exist (make installs chromium)")
+        pytest.skip(f"{CHROMIUM} does not exist: the page was checked as text only")
+    # the DOM chromium built from the page: the trace picture and the outcome table
+    r = _chromium(tmp_path, "--dump-dom", page.as_uri())
     assert r.returncode == 0, r.stderr[-2000:]
-    assert shot.exists() and shot.stat().st_size > 5000
+    dom = r.stdout
+    assert "<svg" in dom and dom.count("<rect") > 20, dom[:2000]
+    assert 'id="outcomes"' in dom
+    for cls in ("consistent", "garbage_data", "fsync_lost", "repaired"):
+        assert f"<td>{cls}</td>" in dom
+    assert "state: garbage_data" in dom  # the legend
+    # and a screenshot that is not blank
+    shot = tmp_path / "shot.png"
+    r = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,900", page.as_uri())
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert shot.exists(), r.stderr[-2000:]
+    width, height, distinct = _png_pixels_vary(shot.read_bytes())
+    assert (width, height) == (1200, 900)
+    assert distinct > 64, f"the screenshot looks blank ({distinct} distinct byte values)"
+
+
+def test_jobs_2_same_outcomes_as_jobs_1(monkeypatch):
+    """--jobs 2 forks workers (forced here even for small runs) and gives the same result
+    for every state as one process: same outcomes, classes, details, checks, e2fsck sample."""
+    from ext4kit.crash import lab
+
+    monkeypatch.setattr(lab, "PROBE_SECONDS", 0.0)
+    monkeypatch.setattr(lab, "PARALLEL_MIN_SECONDS", 0.0)
+    for cfg in (LabConfig("append", mode="journal", options="barrier=0"),
+                LabConfig("append", mode="nojournal")):
+        one = run_lab(cfg)
+        two = run_lab(LabConfig(**{**cfg.__dict__, "jobs": 2}))
+        assert one.workers == 0 and two.workers == 2
+        assert two.outcomes == one.outcomes
+        assert [(r.state, r.classes, r.details) for r in two.results] == \
+            [(r.state, r.classes, r.details) for r in one.results]
+        assert (two.checks, two.oracle_runs) == (one.checks, one.oracle_runs)
+
+
+def test_jobs_worker_failure_is_reported(monkeypatch):
+    from ext4kit.crash import lab
+
+    monkeypatch.setattr(lab, "PROBE_SECONDS", 0.0)
+    monkeypatch.setattr(lab, "PARALLEL_MIN_SECONDS", 0.0)
+    real = lab.Evaluator.evaluate
+
+    def evaluate(self, st):
+        if st.id == 50:
+            raise ValueError("boom in state 50")
+        return real(self, st)
+
+    monkeypatch.setattr(lab.Evaluator, "evaluate", evaluate)
+    with pytest.raises(RuntimeError, match="boom in state 50"):
+        run_lab(LabConfig("append", mode="journal", options="barrier=0", jobs=2))
+
+
+def test_fsck_checker_findings_one_line_each():
+    pytest.importorskip("ext4kit.fsck")
+    res = run_lab(LabConfig("append", mode="nojournal", checker="fsck", oracle_sample=0))
+    incons = [v["detail"] for v in res.violations() if v["class"] == "inconsistent"]
+    assert incons
+    for detail in incons:
+        assert "Finding(" not in detail
+        for line in detail.split("; "):
+            # problem code and name, [location], message
+            assert re.match(r"(0x[0-9a-f]{6} [A-Z0-9_]+( \[[^]]+\])?: \S|fsck )", line), line
 
 
 @pytest.mark.skipif(shutil.which("e2fsck") is None, reason="e2fsck not installed")

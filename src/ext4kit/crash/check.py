@@ -322,9 +322,41 @@ def repair(dev: BlockDevice, tmpdir: str | None = None) -> bool:
         os.unlink(path)
 
 
+# location fields of an ext4kit.fsck finding, in the order they are shown
+_LOC_KEYS = (("group", "group"), ("dir", "dir"), ("ino", "inode"), ("name", "entry"),
+             ("lblk", "lblk"), ("block", "block"), ("offset", "offset"))
+
+
+def format_finding(f: Any) -> str:
+    """One line per ext4kit.fsck finding: ``0x050003 GROUP_FREE_BLOCKS [group 0]: message``
+    (problem code and name, location, message)."""
+    code = getattr(f, "code", None)
+    try:
+        name = f.problem.name
+    except Exception:  # noqa: BLE001 - an unknown code still prints
+        name = ""
+    loc = getattr(f, "location", None) or {}
+    parts = []
+    for key, label in _LOC_KEYS:
+        if key in loc and loc[key] is not None:
+            v = loc[key]
+            if isinstance(v, bytes):
+                v = v.decode(errors="replace")
+            parts.append(f"{label} {v!r}" if key == "name" else f"{label} {v}")
+    try:
+        msg = str(f.message)
+    except Exception:  # noqa: BLE001
+        msg = ", ".join(f"{k}={v}" for k, v in loc.items())
+    head = f"{code:#08x}" if isinstance(code, int) else str(code)
+    head += f" {name}" if name else ""
+    where = f" [{', '.join(parts)}]" if parts else ""
+    tail = f" (fix failed: {f.failed})" if getattr(f, "failed", None) else ""
+    return f"{head}{where}: {' '.join(msg.split())}{tail}"
+
+
 class _FsckAdapter:
     """The in-process fsck of ext4kit.fsck (issue 5): ``fsck(dev, "n")`` -> Report whose
-    ``exit_code`` follows e2fsck (0: clean)."""
+    ``exit_code`` follows e2fsck (0: clean). Its findings become one line each."""
 
     name = "fsck"
 
@@ -334,9 +366,9 @@ class _FsckAdapter:
     def check(self, dev: BlockDevice) -> CheckResult:
         rep = self.fn(dev, "n")
         code = rep.exit_code() if callable(rep.exit_code) else rep.exit_code
-        probs = [str(f) for f in getattr(rep, "findings", [])][:12]
+        probs = [format_finding(f) for f in getattr(rep, "findings", [])][:12]
         if rep.error or rep.aborted:
-            probs.insert(0, str(rep.error or rep.aborted))
+            probs.insert(0, f"fsck stopped: {rep.error or rep.aborted}")
         return CheckResult(code == 0, probs or ([] if code == 0 else [f"fsck exit {code}"]),
                            self.name)
 

@@ -31,13 +31,16 @@ def _progress(enabled: bool, label: str) -> Iterator[Any]:
         yield None
         return
     console = Console(stderr=True)
+    # no refresh thread: --jobs forks workers, and forking a threaded process is unsafe
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                  transient=True, disable=not console.is_terminal) as prog:
+                  transient=True, disable=not console.is_terminal,
+                  auto_refresh=False) as prog:
         task = prog.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
             prog.update(task, completed=done, total=total)
+            prog.refresh()
 
         yield update
 
@@ -119,7 +122,8 @@ def run_cmd(workload: str, mode: str, options: str, kinds: str, max_states: int,
     n = len(res.states)
     click.echo(f"\n{n} crash states in {res.seconds:.2f} s ({n / max(res.seconds, 1e-9):.0f}/s, "
                f"{res.checks} distinct recovered images checked, "
-               f"{res.oracle_runs} by e2fsck -fn)")
+               f"{res.oracle_runs} by e2fsck -fn"
+               + (f"; {res.workers} worker processes" if res.workers else "") + ")")
     seen: set[tuple[str, str]] = set()
     shown = 0
     for v in res.violations():
@@ -129,7 +133,13 @@ def run_cmd(workload: str, mode: str, options: str, kinds: str, max_states: int,
         seen.add(key)
         if shown == 0:
             click.echo("\nfirst violations (one per distinct finding):")
-        click.echo(f"  state {v['state']}: {v['class']}: {v['detail']}")
+        if v["class"] == "inconsistent" and "; " in v["detail"]:
+            # the checker's findings (or e2fsck's lines), one a line
+            click.echo(f"  state {v['state']}: {v['class']}:")
+            for line in v["detail"].split("; "):
+                click.echo(f"      {line}")
+        else:
+            click.echo(f"  state {v['state']}: {v['class']}: {v['detail']}")
         shown += 1
         if shown >= 8:
             break

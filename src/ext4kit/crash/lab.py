@@ -9,19 +9,24 @@ See docs/CRASH-LAB.md for the model.
 
 from __future__ import annotations
 
+import array
+import hashlib
 import itertools
 import os
+import pickle
 import random
 import shutil
+import signal
 import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..blockdev import MemoryDevice, RecordingDevice, Trace
+from ..blockdev.recording import TraceOp
 from ..errors import Ext4Error
 from ..fs.filesystem import FileSystem
 from .check import CheckResult, E2fsckChecker, QuickChecker, make_checker, repair
@@ -82,7 +87,7 @@ class Recording:
     base: bytes
     trace: Trace
     ctx: Ctx
-    writes: list[Any]  # the trace's W ops, in order
+    writes: list[TraceOp]  # the trace's W ops, in order, one per page (split_write)
     epoch_of: list[int]  # epoch of each write
     epoch_end: list[int]  # seq of the flush closing each epoch (last: after the trace)
     journal_blocks: set[int]
@@ -98,6 +103,7 @@ class LabResult:
     seconds: float
     checks: int  # distinct recovered images checked
     oracle_runs: int = 0
+    workers: int = 0  # worker processes forked (0: all states evaluated in this process)
 
     @property
     def outcomes(self) -> dict[str, int]:
@@ -192,13 +198,15 @@ def record(cfg: LabConfig) -> Recording:
     dev.mark("power cut")
     # (no unmount: the power is cut here; what the caches still hold is lost)
     trace = dev.trace
-    writes = [op for op in trace.ops if op.kind == "W"]
+    writes: list[TraceOp] = []
     epoch_of: list[int] = []
     epoch_end: list[int] = []
     e = 0
     for op in trace.ops:
         if op.kind == "W":
-            epoch_of.append(e)
+            for piece in split_write(op):
+                writes.append(piece)
+                epoch_of.append(e)
         elif op.kind == "F":
             epoch_end.append(op.seq)
             e += 1
@@ -211,6 +219,23 @@ def record(cfg: LabConfig) -> Recording:
             for r in ro.block_map(ji).runs:
                 jblocks.update(range(r.physical, r.physical + r.length))
     return Recording(base, trace, ctx, writes, epoch_of, epoch_end, jblocks, opts)
+
+
+def split_write(op: TraceOp) -> list[TraceOp]:
+    """A write of several pages as one write per page (each keeps the write's seq): a
+    disk does not persist a request atomically or in order, so each page is a unit of
+    the crash states -- whether the file system issued the pages one by one or
+    coalesced them into one request."""
+    end = op.offset + len(op.data)
+    if op.offset // PAGE == (end - 1) // PAGE:
+        return [op]
+    out = []
+    pos = op.offset
+    while pos < end:
+        nxt = min(end, (pos // PAGE + 1) * PAGE)
+        out.append(TraceOp("W", op.seq, pos, op.data[pos - op.offset : nxt - op.offset]))
+        pos = nxt
+    return out
 
 
 # ------------------------------------------------------------------ states
@@ -279,8 +304,16 @@ class _Error(bytes):
     """Content that could not be read (its text says why)."""
 
 
+Entry = tuple[CheckResult, dict[str, Any], bool | None]  # memo: verdict, files, repaired
+
+
 class Evaluator:
-    """Builds, recovers and checks states; one per process (memoised by image digest)."""
+    """Builds, recovers and checks states; one per process (memoised by image digest).
+
+    The memo key of a state is the digest of its recovered image (a clean journal's log
+    blocks left out) plus why the mount was refused, if it was. ``shared``: a directory
+    through which forked workers share memo entries, so a distinct image is checked once
+    per run, not once per worker."""
 
     def __init__(self, rec: Recording, cfg: LabConfig):
         self.rec = rec
@@ -288,9 +321,9 @@ class Evaluator:
         self.base_dev = Overlay(rec.base)
         self.checker = make_checker(cfg.checker, self.base_dev)
         self.oracle = E2fsckChecker() if cfg.oracle == "e2fsck" else None
-        self.sample_left = 0 if self.oracle else cfg.oracle_sample
         self.sampler = E2fsckChecker()
-        self.memo: dict[bytes, tuple[CheckResult, dict[str, Any], bool | None]] = {}
+        self.memo: dict[bytes, Entry] = {}
+        self.shared: str | None = None
         self.oracle_runs = 0
         self.nojournal = cfg.mode == "nojournal"
         # overlay after all writes of epochs < k
@@ -301,6 +334,8 @@ class Evaluator:
         bs = 4096
         jpages = sorted(b * bs // PAGE for b in rec.journal_blocks)
         self.skip = frozenset(jpages[1:])
+        self._write_pages: list[list[tuple[int, Any]]] | None = None
+        self._epoch_keys: list[dict[int, Any]] = []
 
     def _build_epoch_bases(self) -> None:
         ov = Overlay(self.rec.base)
@@ -332,6 +367,71 @@ class Evaluator:
                 ov.write(w.offset + s * SECTOR, w.data[s * SECTOR : (s + 1) * SECTOR])
         return ov
 
+    # ---------------------------------------------------------- de-duplication
+    def _prepare_keys(self) -> None:
+        """Per write, what it does to each page it touches: a full page becomes content
+        (its hash; None when equal to the base image's page); a partial page becomes a
+        function of the write and the page's previous content."""
+        base = self.rec.base
+        out: list[list[tuple[int, Any]]] = []
+        for i, w in enumerate(self.rec.writes):
+            pages: list[tuple[int, Any]] = []
+            off, data = w.offset, w.data
+            pos = 0
+            while pos < len(data):
+                p = (off + pos) // PAGE
+                s = off + pos - p * PAGE
+                take = min(PAGE - s, len(data) - pos)
+                if s == 0 and take == PAGE:
+                    page = bytes(data[pos : pos + PAGE])
+                    same = page == base[p * PAGE : (p + 1) * PAGE]
+                    pages.append((p, None if same else
+                                  ("f", hashlib.blake2b(page, digest_size=16).digest())))
+                else:
+                    pages.append((p, ("p", i)))
+                pos += take
+            out.append(pages)
+        self._write_pages = out
+        m: dict[int, Any] = {}
+        self._epoch_keys = [dict(m)]
+        k = 0
+        for i in range(len(self.rec.writes)):
+            while self.rec.epoch_of[i] > k:
+                k += 1
+                self._epoch_keys.append(dict(m))
+            self._apply_key(m, i)
+        while k < len(self.rec.epoch_end) - 1:
+            k += 1
+            self._epoch_keys.append(dict(m))
+
+    def _apply_key(self, m: dict[int, Any], i: int) -> None:
+        assert self._write_pages is not None
+        for p, cid in self._write_pages[i]:
+            if cid is None:
+                m.pop(p, None)
+            elif cid[0] == "p":
+                m[p] = (cid, m.get(p))
+            else:
+                m[p] = cid
+
+    def image_key(self, st: State) -> tuple[int, frozenset[tuple[int, Any]]]:
+        """Equal keys, equal images before recovery and the same crash point -- so the
+        same result. Cheaper than building the state: no page is copied or hashed."""
+        if self._write_pages is None:
+            self._prepare_keys()
+        assert self._write_pages is not None
+        m = dict(self._epoch_keys[st.epoch])
+        start = self._epoch_start[st.epoch]
+        for i in st.writes:
+            if i >= start:
+                self._apply_key(m, i)
+        if st.torn is not None:
+            w, secs = st.torn
+            for p, _cid in self._write_pages[w]:
+                m[p] = ("t", w, secs, m.get(p))
+        return st.crash_seq, frozenset(m.items())
+
+    # ---------------------------------------------------------- recovery, check
     def mount(self, ov: Overlay) -> str | None:
         """What mounting does before anything else: ext4kit's journal recovery (as
         ``ext4kit.open(..., "r+")`` runs it), or, when the superblock does not ask for
@@ -386,29 +486,73 @@ class Evaluator:
                 out[p] = (st.st_ino, _Error(f"read: {exc}".encode()))
         return out
 
-    def evaluate(self, st: State) -> StateResult:
+    def recover(self, st: State) -> tuple[Overlay, bytes, str | None]:
+        """The state built and mounted: (image, memo key, why the mount was refused)."""
         ov = self.build(st)
         note = self.mount(ov)
-        digest = ov.digest(self.skip)
-        memo = self.memo.get(digest)
-        if memo is None:
+        key = ov.digest(self.skip)
+        if note is not None:
+            key = hashlib.blake2b(key + note.encode(), digest_size=16).digest()
+        return ov, key, note
+
+    def _lookup(self, key: bytes) -> Entry | None:
+        got = self.memo.get(key)
+        if got is None and self.shared is not None:
+            try:
+                with open(os.path.join(self.shared, key.hex()), "rb") as f:
+                    got = pickle.load(f)
+            except (OSError, EOFError, pickle.UnpicklingError):
+                return None
+            self.memo[key] = got
+        return got
+
+    def _store(self, key: bytes, entry: Entry) -> None:
+        self.memo[key] = entry
+        if self.shared is not None:
+            path = os.path.join(self.shared, key.hex())
+            tmp = f"{path}.{os.getpid()}"
+            with open(tmp, "wb") as f:
+                pickle.dump(entry, f, pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+
+    def judge(self, ov: Overlay, note: str | None, extra: CheckResult | None = None,
+              res: CheckResult | None = None) -> Entry:
+        """Check a recovered image: (metadata verdict, what the files hold, repaired)."""
+        if res is None:
             res = self.checker.check(ov) if note is None else CheckResult(False, [note])
-            extra: CheckResult | None = None
-            if self.oracle is not None:
-                extra = self.oracle.check(ov)
-                self.oracle_runs += 1
-            elif self.sample_left > 0:
-                self.sample_left -= 1
-                extra = self.sampler.check(ov)
-                self.oracle_runs += 1
-            if extra is not None and not extra.ok:
-                res = CheckResult(False, res.problems + extra.problems, res.checker + "+e2fsck")
-            repaired = None
-            if not res.ok and (self.nojournal or note is not None) and self.cfg.repair:
-                repaired = repair(ov)
-            memo = (res, self.observe(ov), repaired)
-            self.memo[digest] = memo
-        res, obs, repaired = memo
+        if extra is None and self.oracle is not None:
+            extra = self.oracle.check(ov)
+            self.oracle_runs += 1
+        if extra is not None and not extra.ok:
+            res = CheckResult(False, res.problems + extra.problems, res.checker + "+e2fsck")
+        repaired = None
+        if not res.ok and (self.nojournal or note is not None) and self.cfg.repair:
+            repaired = repair(ov)
+        return res, self.observe(ov), repaired
+
+    def evaluate(self, st: State) -> StateResult:
+        ov, key, note = self.recover(st)
+        entry = self._lookup(key)
+        if entry is None:
+            entry = self.judge(ov, note)
+            self._store(key, entry)
+        return self.result(st, entry, key)
+
+    def sample(self, st: State) -> Entry | None:
+        """``e2fsck -fn`` on the state's recovered image too. Returns the corrected memo
+        entry when e2fsck finds what the checker did not, else None."""
+        ov, key, note = self.recover(st)
+        entry = self._lookup(key)
+        extra = self.sampler.check(ov)
+        self.oracle_runs += 1
+        if extra.ok and entry is not None:
+            return None
+        entry = self.judge(ov, note, extra, entry[0] if entry is not None else None)
+        self._store(key, entry)
+        return entry
+
+    def result(self, st: State, entry: Entry, key: bytes) -> StateResult:
+        res, obs, repaired = entry
         classes = ["consistent" if res.ok else "inconsistent"]
         details: list[tuple[str, str]] = []
         if not res.ok:
@@ -419,7 +563,7 @@ class Evaluator:
             if cls not in classes:
                 classes.append(cls)
             details.append((cls, detail))
-        return StateResult(st.id, classes[0], classes, details, digest.hex())
+        return StateResult(st.id, classes[0], classes, details, key.hex())
 
     def classify(self, obs: dict[str, Any], crash_seq: int) -> list[tuple[str, str]]:
         ctx = self.rec.ctx
@@ -478,19 +622,140 @@ def _diff_hint(content: bytes, versions: list[bytes | None]) -> str:
 
 
 # ------------------------------------------------------------------ running
-_WORKER: Evaluator | None = None
+# --jobs N: states are evaluated in this process until the rest is estimated (at the
+# recent or the average rate, whichever is slower; re-estimated every PROBE_SECONDS) to
+# take at least PARALLEL_MIN_SECONDS on one core; then the workers are forked for the rest
+# (forking costs a few ms: they inherit everything). A chunk is >= CHUNK_SECONDS of work.
+PROBE_SECONDS = 0.02
+PARALLEL_MIN_SECONDS = 0.25
+CHUNK_SECONDS = 0.02
+
+# What forked workers inherit (never pickled): the evaluator (recording, base image, epoch
+# overlays, checker) and the states; a task is only a (start, end) range of ``order``.
+_JOB: tuple[Evaluator, list[State], list[int]] | None = None
 
 
-def _init_worker(rec: Recording, cfg: LabConfig) -> None:
-    global _WORKER
-    _WORKER = Evaluator(rec, cfg)
+def _run_chunk(bounds: tuple[int, int]) -> tuple[int, int, bytes, list[Any], int]:
+    """Evaluate states order[lo:hi] in a worker. Returns small data only: per state an
+    index into a table of the distinct results of the chunk."""
+    assert _JOB is not None
+    ev, states, order = _JOB
+    lo, hi = bounds
+    table: dict[tuple[Any, ...], int] = {}
+    idx = array.array("I")
+    runs = ev.oracle_runs
+    for j in range(lo, hi):
+        r = ev.evaluate(states[order[j]])
+        payload = (r.verdict, tuple(r.classes), tuple(r.details), r.digest)
+        idx.append(table.setdefault(payload, len(table)))
+    return lo, hi, idx.tobytes(), list(table), ev.oracle_runs - runs
 
 
-def _eval_chunk(states: list[State]) -> tuple[list[StateResult], int, int]:
-    assert _WORKER is not None
-    before, orb = len(_WORKER.memo), _WORKER.oracle_runs
-    res = [_WORKER.evaluate(s) for s in states]
-    return res, len(_WORKER.memo) - before, _WORKER.oracle_runs - orb
+def chunk_bounds(lo: int, n: int, jobs: int, min_size: int = 1) -> list[tuple[int, int]]:
+    """Contiguous ranges of [lo, n), largest first (guided scheduling): neighbouring states
+    share recovered images, and the small chunks at the end even out the workers."""
+    out = []
+    while lo < n:
+        size = max(min_size, (n - lo) // (2 * jobs), 1)
+        out.append((lo, min(n, lo + size)))
+        lo += size
+    return out
+
+
+def _fork_workers(jobs: int, tasks: list[Any], fn: Callable[[Any], Any]) -> Iterator[Any]:
+    """Run ``fn`` over ``tasks`` in ``jobs`` processes forked once (they inherit everything,
+    nothing big is pickled; no pool threads). Yields the results as they come; a worker
+    takes the next task when it hands in one."""
+    from multiprocessing.connection import Pipe, wait
+
+    procs: list[tuple[int, Any]] = []
+    try:
+        for _ in range(min(jobs, len(tasks))):
+            parent_end, child_end = Pipe()
+            pid = os.fork()
+            if pid == 0:  # the worker
+                code = 0
+                try:
+                    parent_end.close()
+                    for _pid, other in procs:
+                        other.close()
+                    while True:
+                        task = child_end.recv()
+                        if task is None:
+                            break
+                        try:
+                            child_end.send((True, fn(task)))
+                        except Exception:  # noqa: BLE001 - handed to the parent
+                            import traceback
+
+                            child_end.send((False, traceback.format_exc()))
+                except BaseException:  # noqa: BLE001 - the parent went away
+                    code = 1
+                finally:
+                    os._exit(code)
+            child_end.close()
+            procs.append((pid, parent_end))
+        todo = iter(tasks)
+        busy: dict[Any, Any] = {}
+        for _pid, conn in procs:
+            busy[conn] = conn
+            conn.send(next(todo))
+        while busy:
+            for ready in wait(list(busy)):
+                conn = busy[ready]
+                try:
+                    ok, got = conn.recv()
+                except EOFError:
+                    raise RuntimeError("a crash-lab worker died") from None
+                if not ok:
+                    raise RuntimeError(f"a crash-lab worker failed:\n{got}")
+                nxt = next(todo, None)
+                conn.send(nxt)
+                if nxt is None:
+                    del busy[conn]
+                yield got
+    finally:
+        for _pid, conn in procs:
+            try:
+                conn.close()
+            except OSError:
+                pass
+        for pid, _conn in procs:
+            try:
+                if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                    os.kill(pid, signal.SIGTERM)
+                    os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def _evaluate_parallel(ev: Evaluator, states: list[State], order: list[int], start: int,
+                       jobs: int, min_chunk: int, results: list[StateResult | None],
+                       progress: Callable[[int], None] | None) -> int:
+    """Evaluate states order[start:] in forked workers; returns their e2fsck runs."""
+    global _JOB
+    shared = tempfile.mkdtemp(prefix="ext4kit-crash-memo-")
+    ev.shared = shared
+    _JOB = (ev, states, order)
+    runs = 0
+    done = start
+    try:
+        for lo, hi, raw, table, n_runs in _fork_workers(
+                jobs, chunk_bounds(start, len(order), jobs, min_chunk), _run_chunk):
+            idx = array.array("I")
+            idx.frombytes(raw)
+            made = [StateResult(-1, v, list(c), list(d), h) for v, c, d, h in table]
+            for j, t in zip(range(lo, hi), idx):
+                r = made[t]
+                sid = order[j]
+                results[sid] = StateResult(sid, r.verdict, r.classes, r.details, r.digest)
+            runs += n_runs
+            done += hi - lo
+            if progress:
+                progress(done)
+    finally:
+        _JOB = None
+    return runs
 
 
 def run_lab(cfg: LabConfig, progress: Callable[[int, int], None] | None = None,
@@ -498,35 +763,81 @@ def run_lab(cfg: LabConfig, progress: Callable[[int, int], None] | None = None,
     t0 = time.perf_counter()
     rec = record(cfg)
     states = enumerate_states(rec, cfg)
-    results: list[StateResult] = []
-    checks = 0
-    oracle_runs = 0
-    if cfg.jobs > 1 and len(states) > 32:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        size = max(8, len(states) // (cfg.jobs * 8))
-        chunks = [states[i : i + size] for i in range(0, len(states), size)]
-        # each worker gets its own share of the e2fsck sample
-        wcfg = LabConfig(**{**cfg.__dict__, "oracle_sample": max(1, cfg.oracle_sample // cfg.jobs)})
-        with ProcessPoolExecutor(cfg.jobs, mp_context=mp.get_context("fork"),
-                                 initializer=_init_worker, initargs=(rec, wcfg)) as ex:
-            for res, n, o in ex.map(_eval_chunk, chunks):
-                results.extend(res)
-                checks += n
-                oracle_runs += o
-                if progress:
-                    progress(len(results), len(states))
-        ev = None
-    else:
-        ev = Evaluator(rec, cfg)
-        for i, st in enumerate(states):
-            results.append(ev.evaluate(st))
-            if progress and (i % 16 == 15 or i == len(states) - 1):
-                progress(i + 1, len(states))
-        checks = len(ev.memo)
-        oracle_runs = ev.oracle_runs
-    out = LabResult(cfg, rec, states, results, time.perf_counter() - t0, checks, oracle_runs)
+    ev = Evaluator(rec, cfg)
+    # states whose images (before recovery) and crash points are equal have one result:
+    # evaluate one of each
+    first: dict[Any, int] = {}
+    order: list[int] = []
+    dup_of: dict[int, int] = {}
+    for st in states:
+        key = ev.image_key(st)
+        got = first.get(key)
+        if got is None:
+            first[key] = st.id
+            order.append(st.id)
+        else:
+            dup_of[st.id] = got
+    results: list[StateResult | None] = [None] * len(states)
+    n_states = len(states)
+    n_todo = len(order)
+    report = None if progress is None else (lambda done: progress(done, n_todo))
+    workers = 0
+    t_start = t_mark = time.perf_counter()
+    j_mark = 0
+    per_state = 0.0
+    probing = cfg.jobs > 1 and n_todo >= 2 * cfg.jobs and hasattr(os, "fork")
+    j = 0
+    while j < n_todo:
+        if probing and j >= 2 and j > j_mark:
+            now = time.perf_counter()
+            if now - t_mark >= PROBE_SECONDS:
+                per_state = max((now - t_start) / j, (now - t_mark) / (j - j_mark))
+                if per_state * (n_todo - j) >= PARALLEL_MIN_SECONDS:
+                    workers = min(cfg.jobs, n_todo - j)
+                    break
+                t_mark, j_mark = now, j
+        sid = order[j]
+        results[sid] = ev.evaluate(states[sid])
+        j += 1
+        if report and (j % 16 == 0 or j == n_todo):
+            report(j)
+    oracle_runs = ev.oracle_runs
+    try:
+        if workers:
+            min_chunk = max(1, int(CHUNK_SECONDS / per_state))
+            oracle_runs += _evaluate_parallel(ev, states, order, j, workers, min_chunk,
+                                              results, report)
+        for sid, rep in dup_of.items():
+            r = results[rep]
+            assert r is not None
+            results[sid] = StateResult(sid, r.verdict, r.classes, r.details, r.digest)
+        final: list[StateResult] = [r for r in results if r is not None]
+        assert len(final) == n_states
+        # e2fsck -fn on a sample: the first distinct recovered images in state order (the
+        # same ones however the states were split over workers)
+        if cfg.oracle is None and cfg.oracle_sample > 0:
+            runs0 = ev.oracle_runs
+            picked: dict[str, int] = {}
+            for r in final:
+                if r.digest not in picked:
+                    picked[r.digest] = r.state
+                    if len(picked) >= cfg.oracle_sample:
+                        break
+            for digest, sid in picked.items():
+                entry = ev.sample(states[sid])
+                if entry is not None:
+                    mkey = bytes.fromhex(digest)
+                    for i, r in enumerate(final):
+                        if r.digest == digest:
+                            final[i] = ev.result(states[i], entry, mkey)
+            oracle_runs += ev.oracle_runs - runs0
+    finally:
+        if ev.shared is not None:
+            shutil.rmtree(ev.shared, ignore_errors=True)
+            ev.shared = None
+    checks = len({r.digest for r in final})
+    out = LabResult(cfg, rec, states, final, time.perf_counter() - t0, checks, oracle_runs,
+                    workers)
     if export is not None:
         export_states(out, export, ev)
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import struct
 from collections import Counter
+from typing import Any
 
 from ..ondisk import jbd2 as j
 from .lab import CLASSES, LabResult
@@ -20,7 +21,7 @@ KIND_COLORS = {
     "commit block": "#0571b0",
     "metadata home": "#f4a582",
     "superblock": "#ca0020",
-    "data": "#66bd63",
+    "data": "#35978f",
 }
 OUTCOME_COLORS = {
     "consistent": "#4dac26", "fsync_lost": "#fdb863", "zero_length": "#e66101",
@@ -31,17 +32,30 @@ PRIORITY = ["inconsistent", "garbage_data", "zero_length", "atomicity", "fsync_l
 
 
 def _data_blocks(res: LabResult) -> set[int]:
-    """Blocks of regular files' data, at the start and at the end of the trace."""
+    """Blocks of regular files' data: at the start of the trace, at its end, and at its
+    end after journal recovery (data written before the commit that maps it is only
+    mapped once the journal is replayed)."""
+    import warnings
+
     from ..fs.filesystem import FileSystem
+    from ..jbd2.log import recover
 
     out: set[int] = set()
     rec = res.recording
     end = Overlay(rec.base)
     for w in rec.writes:
         end.write(w.offset, w.data)
-    for dev in (Overlay(rec.base), end):
+    replayed = end.copy()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fs = FileSystem(replayed, owns_dev=False)
+            if fs.sb.has_incompat("needs_recovery"):
+                recover(fs, write=True)
+    except Exception:  # noqa: BLE001 - a picture, best effort
+        pass
+    for dev in (Overlay(rec.base), end, replayed):
         try:
-            import warnings
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 fs = FileSystem(dev, owns_dev=False)
@@ -77,83 +91,143 @@ def primary(classes: list[str]) -> str:
     return "consistent"
 
 
+def _place(labels: list[tuple[float, str]], max_rows: int = 8) -> list[int]:
+    """A row for each (x, text) label so that labels of a row do not overlap (greedy)."""
+    ends: list[float] = []
+    rows = []
+    for x, text in labels:
+        w = CHAR_W * len(text)
+        for r, e in enumerate(ends):
+            if e + 6 <= x:
+                ends[r] = x + w
+                rows.append(r)
+                break
+        else:
+            if len(ends) < max_rows:
+                ends.append(x + w)
+                rows.append(len(ends) - 1)
+            else:  # full: the row that frees up first
+                r = min(range(len(ends)), key=ends.__getitem__)
+                ends[r] = max(ends[r], x) + w
+                rows.append(r)
+    return rows
+
+
+CHAR_W = 5.2  # average width of a 9px sans-serif character
+ROW_H = 11.0
+
+
 def trace_svg(res: LabResult) -> str:
     rec = res.recording
     dblocks = _data_blocks(res)
-    ops = [op for op in rec.trace.ops]
-    slots = [op for op in ops if op.kind in "WF"]
-    n = max(1, len(slots))
+    # the trace, each write as the pages the crash states treat one by one (split_write)
+    ops: list[Any] = []
+    pieces = iter(rec.writes)
+    nxt = next(pieces, None)
+    for op in rec.trace.ops:
+        if op.kind != "W":
+            ops.append(op)
+            continue
+        while nxt is not None and nxt.seq == op.seq:
+            ops.append(nxt)
+            nxt = next(pieces, None)
+    n = max(1, sum(1 for op in ops if op.kind in "WF"))
     step = max(6.0, min(28.0, 1100.0 / n))
-    left, top = 20.0, 40.0
-    width = left * 2 + step * n
-    parts: list[str] = []
-    x_of_seq: dict[int, float] = {}
+    left = 20.0
+    # x of every op, and the labels: workload steps above the trace, the rest below
+    xs: list[float] = []
     x = left
+    above: list[tuple[float, str]] = []
+    below: list[tuple[float, str]] = []
+    for op in ops:
+        xs.append(x)
+        if op.kind in "WF":
+            x += step
+        else:
+            label = op.label[:48]
+            (above if label.startswith("step") else below).append((x, label))
+    end_x = x
+    rows_above = _place(above)
+    rows_below = _place(below)
+    n_above = max(rows_above, default=-1) + 1
+    n_below = max(rows_below, default=-1) + 1
+    top = 30.0 + n_above * ROW_H + 10
+    box_h = 40.0
+    parts: list[str] = []
+    for (lx, text), row in zip(above, rows_above):
+        ty = 30.0 + row * ROW_H + 8  # earlier steps higher up: read top down
+        parts.append(f'<line x1="{lx:.1f}" y1="{ty + 2:.1f}" x2="{lx:.1f}" y2="{top + box_h:.1f}" '
+                     f'stroke="#999" stroke-width="0.6" stroke-dasharray="2,2"/>')
+        parts.append(f'<text x="{lx + 2:.1f}" y="{ty:.1f}" font-size="9" fill="#333">'
+                     f'{html.escape(text)}</text>')
+    below_y0 = top + box_h + 16
+    for (lx, text), row in zip(below, rows_below):
+        ty = below_y0 + row * ROW_H
+        parts.append(f'<line x1="{lx:.1f}" y1="{top:.1f}" x2="{lx:.1f}" y2="{ty - 8:.1f}" '
+                     f'stroke="#0571b0" stroke-width="0.6" stroke-dasharray="2,2"/>')
+        parts.append(f'<text x="{lx + 2:.1f}" y="{ty:.1f}" font-size="9" fill="#0571b0">'
+                     f'{html.escape(text)}</text>')
     epoch_x: list[list[float]] = [[] for _ in rec.epoch_end]
     wi = 0
-    for op in ops:
+    for op, ox in zip(ops, xs):
         if op.kind == "W":
             kind = classify_write(op.offset, op.data, rec.journal_blocks, dblocks)
-            color = KIND_COLORS[kind]
             title = f"write #{op.seq}: block {op.offset // PAGE}, {len(op.data)} bytes, {kind}"
-            parts.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="{step * 0.8:.1f}" height="40" '
-                         f'fill="{color}"><title>{html.escape(title)}</title></rect>')
-            epoch_x[rec.epoch_of[wi]].append(x)
+            parts.append(f'<rect x="{ox:.1f}" y="{top:.1f}" width="{step * 0.8:.1f}" '
+                         f'height="{box_h:.0f}" fill="{KIND_COLORS[kind]}"><title>'
+                         f'{html.escape(title)}</title></rect>')
+            epoch_x[rec.epoch_of[wi]].append(ox)
             wi += 1
-            x_of_seq[op.seq] = x
-            x += step
         elif op.kind == "F":
-            parts.append(f'<rect x="{x + step * 0.3:.1f}" y="{top - 8:.1f}" width="3" height="56" '
-                         f'fill="#222"><title>flush #{op.seq}</title></rect>')
-            x += step
-        elif op.kind == "M":
-            label = op.label
-            y = top - 12 if label.startswith("step") else top + 56
-            color = "#333" if label.startswith("step") else "#0571b0"
-            parts.append(f'<text x="{x:.1f}" y="{y:.1f}" font-size="9" fill="{color}" '
-                         f'transform="rotate(-20 {x:.1f} {y:.1f})">{html.escape(label[:40])}'
-                         f'</text>')
+            parts.append(f'<rect x="{ox + step * 0.3:.1f}" y="{top - 6:.1f}" width="3" '
+                         f'height="{box_h + 12:.0f}" fill="#222"><title>flush #{op.seq}'
+                         f'</title></rect>')
     # states per epoch, stacked by outcome
     per_epoch: list[Counter[str]] = [Counter() for _ in rec.epoch_end]
     for st, r in zip(res.states, res.results):
         per_epoch[st.epoch][primary(r.classes)] += 1
     most = max((sum(c.values()) for c in per_epoch), default=1) or 1
-    base_y = top + 200
+    bars_top = below_y0 + n_below * ROW_H + 8
+    bar_h = 110.0
+    base_y = bars_top + bar_h
     for k, cnt in enumerate(per_epoch):
-        xs = epoch_x[k]
+        exs = epoch_x[k]
         if not cnt:
             continue
-        x0 = min(xs) if xs else (left if k == 0 else max(epoch_x[k - 1] or [left]) + step)
-        x1 = (max(xs) + step * 0.8) if xs else x0 + step * 0.8
+        x0 = min(exs) if exs else (left if k == 0 else max(epoch_x[k - 1] or [left]) + step)
+        x1 = (max(exs) + step * 0.8) if exs else x0 + step * 0.8
         y = base_y
         for c in PRIORITY:
-            h = 110.0 * cnt.get(c, 0) / most
-            if h <= 0:
+            if not cnt.get(c):
                 continue
+            h = max(1.5, bar_h * cnt[c] / most)
             y -= h
             parts.append(f'<rect x="{x0:.1f}" y="{y:.1f}" width="{max(2.0, x1 - x0):.1f}" '
                          f'height="{h:.1f}" fill="{OUTCOME_COLORS[c]}"><title>epoch {k}: '
                          f'{cnt[c]} {c}</title></rect>')
         parts.append(f'<text x="{x0:.1f}" y="{base_y + 12:.1f}" font-size="9">'
                      f'e{k}: {sum(cnt.values())}</text>')
-    legend_y = base_y + 34
+    w = max(900.0, end_x + left,
+            max((lx + CHAR_W * len(t) + left for lx, t in above + below), default=0.0))
+    legend_y = base_y + 30
     lx = left
     for name, color in list(KIND_COLORS.items()) + [(f"state: {k}", v) for k, v in
                                                      OUTCOME_COLORS.items()]:
+        item_w = 14 + 6.2 * len(name) + 10
+        if lx + item_w > w - left:
+            lx = left
+            legend_y += 16
         parts.append(f'<rect x="{lx:.1f}" y="{legend_y:.1f}" width="10" height="10" '
                      f'fill="{color}"/><text x="{lx + 13:.1f}" y="{legend_y + 9:.1f}" '
                      f'font-size="10">{html.escape(name)}</text>')
-        lx += 14 + 6.2 * len(name) + 10
-        if lx > max(width, 900) - 120:
-            lx = left
-            legend_y += 16
+        lx += item_w
     h = legend_y + 24
-    w = max(width, 900)
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0f}" height="{h:.0f}" '
-            f'viewBox="0 0 {w:.0f} {h:.0f}" font-family="sans-serif">'
+            f'viewBox="0 0 {w:.0f} {h:.0f}" font-family="sans-serif" '
+            f'style="max-width:100%;height:auto">'
             f'<text x="{left}" y="14" font-size="12">trace: writes (by block kind) and flushes '
-            f'(black bars); below: crash states of each epoch by outcome</text>'
-            + "".join(parts) + "</svg>")
+            f'(black bars), workload steps above, returned fsyncs below; then the crash '
+            f'states of each epoch by outcome</text>' + "".join(parts) + "</svg>")
 
 
 def render(res: LabResult) -> str:
