@@ -36,7 +36,6 @@ NAMES = sorted(p.name for p in CORPUS.iterdir()
 
 # ------------------------------------------------------------------ known differences
 DETECT_FAILS: dict[str, str] = {
-    "f_bad_local_jnl": "journal superblock checks (V1->V2 fields, multiple users) not implemented",
     "f_quota": "quota usage accounting not checked",
     "f_short_encrypted_dirent": "encrypted directory entry checks not implemented",
 }

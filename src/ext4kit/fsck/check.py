@@ -15,6 +15,7 @@ from ..ondisk.superblock import SUPERBLOCK_OFFSET, Superblock
 from . import problems as P
 from .context import Abort, Context
 from .dups import pass1b
+from .journal import check_journal, check_journal_backup
 from .pass1 import Pass1
 from .pass2 import Pass2
 from .pass3 import Pass3
@@ -34,6 +35,15 @@ def _open_fs(dev: BlockDevice, sb_block: int | None, report: Report) -> tuple[Fi
         warnings.simplefilter("ignore")
         try:
             fs = FileSystem(dev, sb_block=sb_block, csum="ignore", owns_dev=False)
+            if sb_block is None and fs.sb_block is not None:
+                # the library fell back to a backup superblock by itself
+                raw = dev.read(SUPERBLOCK_OFFSET, 1024)
+                try:
+                    Superblock.parse(raw, verify=False)
+                    why0 = "primary superblock unusable"
+                except Ext4Error as exc0:
+                    why0 = str(exc0)
+                return fs, fs.sb_block, why0
             return fs, sb_block, None
         except Ext4Error as exc:
             if sb_block is not None:
@@ -89,6 +99,11 @@ def fsck(image: Any, mode: str = "n", *, force: bool = True, superblock: int | N
 def _check(dev: BlockDevice, mode: str, force: bool, superblock: int | None, max_runs: int,
            report: Report) -> None:
     fs, used_backup, why = _open_fs(dev, superblock, report)
+    ctx0 = Context(fs, mode, report)
+    check_journal(ctx0)
+    if ctx0.writable and (ctx0.dirty or ctx0.super_dirty):
+        ctx0.flush()
+        fs, _, _ = _open_fs(dev, superblock, report)
     if mode != "n" and fs.sb.has_compat("has_journal") and fs.sb.has_incompat("needs_recovery"):
         from ..jbd2.log import recover
 
@@ -144,6 +159,7 @@ def fsck_device_verify(dev: BlockDevice) -> str | None:
 
 def _passes(ctx: Context) -> None:
     check_super(ctx)
+    check_journal_backup(ctx)
     process_orphans(ctx)
     from .state import State
 

@@ -89,53 +89,108 @@ def pass1b(ctx: Context, st: State, al: Allocator) -> None:
 
 
 def clone(ctx: Context, st: State, al: Allocator, ino: int, dup: set[int]) -> None:
-    """Give ``ino`` private copies of its blocks in ``dup`` (depth-0 extents, direct and
-    single-indirect maps)."""
+    """Give ``ino`` private copies of its blocks in ``dup``: data blocks and the map's own
+    blocks (indirect blocks, extent tree nodes) alike, at any depth. A shared map block
+    is copied with its pointers already redirected; the other owners keep the original."""
     raw = st.inodes.get(ino)
     if raw is None:
         raise RepairError("inode not loaded")
-    new_runs: list[tuple[int, int]] = []
-    if flags_of(raw) & EXTENTS_FL:
-        entries = int.from_bytes(raw[42:44], "little")
-        depth = int.from_bytes(raw[46:48], "little")
-        if depth:
-            raise RepairError("cloning blocks of deep extent trees is not supported")
-        for i in range(entries):
-            off = 52 + 12 * i
-            U32.unpack_from(raw, off)[0]
-            ln = int.from_bytes(raw[off + 4: off + 6], "little")
-            length = ln - 32768 if ln > 32768 else ln
-            start = int.from_bytes(raw[off + 8: off + 12], "little") | int.from_bytes(raw[off + 6: off + 8], "little") << 32
-            if not any(b in dup for b in range(start, start + length)):
+    moved: dict[int, int] = {}  # old block -> new block, for every block given a copy
+    gen = generation_of(raw)
+    per = ctx.bs // 4
+
+    def copy_run(start: int, length: int) -> int:
+        new = alloc_run(al, length)
+        for k in range(length):
+            b = start + k
+            ctx.write_block(new + k, ctx.block(b) if b < ctx.blocks_count else bytes(ctx.bs))
+            moved[b] = new + k
+        return new
+
+    def ind(blk: int, level: int) -> int:
+        buf = bytearray(ctx.block(blk))
+        changed = False
+        for i in range(per):
+            p = U32.unpack_from(buf, 4 * i)[0]
+            if not p or not ctx.valid_block(p):
                 continue
-            newstart = alloc_run(al, length)
-            for k in range(length):
-                ctx.write_block(newstart + k, ctx.block(start + k) if start + k < ctx.blocks_count else bytes(ctx.bs))
-            raw[off + 6: off + 8] = (newstart >> 32).to_bytes(2, "little")
-            U32.pack_into(raw, off + 8, newstart & 0xFFFFFFFF)
-            new_runs.append((newstart, length))
-            _drop_claim(st, ino, start, length)
+            q = ind(p, level - 1) if level > 1 else (copy_run(p, 1) if p in dup else p)
+            if q != p:
+                U32.pack_into(buf, 4 * i, q)
+                changed = True
+        target = blk
+        if blk in dup:
+            target = alloc_run(al, 1)
+            moved[blk] = target
+            changed = True
+        if changed:
+            ctx.write_block(target, buf)
+        return target
+
+    def ext_node(buf: bytearray, base: int, room: int, depth_left: int) -> bool:
+        if int.from_bytes(buf[base: base + 2], "little") != 0xF30A or depth_left < 0:
+            return False
+        entries = int.from_bytes(buf[base + 2: base + 4], "little")
+        depth = int.from_bytes(buf[base + 6: base + 8], "little")
+        changed = False
+        for i in range(min(entries, (room - 12) // 12)):
+            off = base + 12 + 12 * i
+            if depth:
+                child = U32.unpack_from(buf, off + 4)[0] | int.from_bytes(buf[off + 8: off + 10], "little") << 32
+                if not ctx.valid_block(child):
+                    continue
+                cbuf = bytearray(ctx.block(child))
+                cchanged = ext_node(cbuf, 0, ctx.bs, depth_left - 1)
+                target = child
+                if child in dup:
+                    target = alloc_run(al, 1)
+                    moved[child] = target
+                    cchanged = True
+                if cchanged:
+                    ctx.write_extent_block(target, cbuf, ino, gen)
+                if target != child:
+                    U32.pack_into(buf, off + 4, target & 0xFFFFFFFF)
+                    buf[off + 8: off + 10] = (target >> 32).to_bytes(2, "little")
+                    changed = True
+            else:
+                ln = int.from_bytes(buf[off + 4: off + 6], "little")
+                length = ln - 32768 if ln > 32768 else ln
+                start = U32.unpack_from(buf, off + 8)[0] | int.from_bytes(buf[off + 6: off + 8], "little") << 32
+                if not length or start + length > ctx.blocks_count:
+                    continue
+                if not any(b in dup for b in range(start, start + length)):
+                    continue
+                new = copy_run(start, length)
+                buf[off + 6: off + 8] = (new >> 32).to_bytes(2, "little")
+                U32.pack_into(buf, off + 8, new & 0xFFFFFFFF)
+                changed = True
+        return changed
+
+    if flags_of(raw) & EXTENTS_FL:
+        iblock = bytearray(raw[40:100])
+        if ext_node(iblock, 0, 60, 8):
+            raw[40:100] = iblock
     else:
         for i in range(12):
             b = U32.unpack_from(raw, 40 + 4 * i)[0]
-            if b in dup:
-                nb = al.block(b)
-                ctx.write_block(nb, ctx.block(b))
-                U32.pack_into(raw, 40 + 4 * i, nb)
-                new_runs.append((nb, 1))
-                _drop_claim(st, ino, b, 1)
-        left = dup - {b for b in dup if False}
-        ind = U32.unpack_from(raw, 40 + 48)[0]
-        rest = {b for b in left if not any(r[0] == b for r in new_runs)}
-        if ind and rest:
-            raise RepairError("cloning blocks mapped through indirect blocks is not supported")
-    for s, n in new_runs:
-        st.claim(s, n, ino)
-        for k in range(n):
-            if s + k in st.extra_blocks:
-                st.extra_blocks.remove(s + k)
+            if b in dup and ctx.valid_block(b):
+                U32.pack_into(raw, 40 + 4 * i, copy_run(b, 1))
+        for i, level in ((12, 1), (13, 2), (14, 3)):
+            b = U32.unpack_from(raw, 40 + 4 * i)[0]
+            if b and ctx.valid_block(b):
+                nb = ind(b, level)
+                if nb != b:
+                    U32.pack_into(raw, 40 + 4 * i, nb)
+    if not moved:
+        return
+    _drop_claims(st, ino, sorted(moved))
+    newset = set(moved.values())
+    for new in sorted(newset):
+        st.claim(new, 1, ino)
+    st.extra_blocks = [b for b in st.extra_blocks if b not in newset]
+    if ino in st.dirs:
+        st.dirs[ino] = [(lb, moved.get(pb, pb)) for lb, pb in st.dirs[ino]]
     st.changed.add(ino)
-    _ = generation_of(raw)
 
 
 def alloc_run(al: Allocator, length: int) -> int:
@@ -174,5 +229,33 @@ def _drop_claim(st: State, ino: int, start: int, length: int) -> None:
         if s + n > end:
             ns.append(end)
             nl.append(s + n - end)
+            no.append(o)
+    st.run_start, st.run_len, st.run_owner = ns, nl, no
+
+
+def _drop_claims(st: State, ino: int, blocks: list[int]) -> None:
+    """Remove ``ino``'s claim on each of the sorted ``blocks`` (one pass over the runs)."""
+    from bisect import bisect_left
+
+    ns, nl, no = [], [], []
+    for s, n, o in zip(st.run_start, st.run_len, st.run_owner):
+        i = bisect_left(blocks, s) if o == ino else len(blocks)
+        if i >= len(blocks) or blocks[i] >= s + n:
+            ns.append(s)
+            nl.append(n)
+            no.append(o)
+            continue
+        cur = s
+        while i < len(blocks) and blocks[i] < s + n:
+            b = blocks[i]
+            if b > cur:
+                ns.append(cur)
+                nl.append(b - cur)
+                no.append(o)
+            cur = b + 1
+            i += 1
+        if cur < s + n:
+            ns.append(cur)
+            nl.append(s + n - cur)
             no.append(o)
     st.run_start, st.run_len, st.run_owner = ns, nl, no

@@ -11,6 +11,7 @@ import numpy as np
 from ..fs import alloc
 from ..ondisk import extent as ext
 from ..ondisk import xattr as xa
+from . import fastpath
 from . import problems as P
 from .context import Context
 from .scan import scan
@@ -78,7 +79,7 @@ def header_ok(buf: bytes | bytearray, off: int, size: int) -> str | None:
 class BlockWalk:
     """The block claims and counters of one inode (like e2fsck's process_block_struct)."""
 
-    __slots__ = ("ino", "raw", "is_dir", "is_reg", "num_blocks", "last_block", "last_init",
+    __slots__ = ("ino", "raw", "is_dir", "is_reg", "num_blocks", "last_block", "last_init", "leaf_last",
                  "dir_blocks", "illegal", "clear", "modified", "runs", "gen")
 
     def __init__(self, ino: int, raw: bytearray, is_dir: bool, is_reg: bool):
@@ -88,6 +89,7 @@ class BlockWalk:
         self.is_reg = is_reg
         self.num_blocks = 0
         self.last_block = -1
+        self.leaf_last = -1
         self.last_init = -1
         self.dir_blocks: list[tuple[int, int]] = []
         self.illegal = 0
@@ -131,8 +133,20 @@ class Pass1:
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
         self.mark_metadata()
-        for ino, raw, csum_ok in scan(self.ctx):
+        for ino, raw, csum_ok in scan(self.ctx, self.fast_rows):
             self.check_inode(ino, bytearray(raw), csum_ok)
+
+    def fast_rows(self, rows: np.ndarray, inos: np.ndarray) -> np.ndarray:
+        """The array path (fastpath.py) for the common regular file; the mask it took."""
+        special = {self.journal_ino, *self.quota_inos} - {0}
+        cand = fastpath.simple_mask(self.ctx, rows, inos)
+        if special:
+            cand &= ~np.isin(inos, np.fromiter(special, dtype=np.int64))
+        took = np.zeros(len(inos), dtype=bool)
+        idx = np.nonzero(cand)[0]
+        if len(idx):
+            took[idx] = fastpath.take(self.ctx, self.st, rows[idx], inos[idx])
+        return took
 
     def write(self, ino: int, raw: bytearray) -> None:
         self.st.inodes[ino] = raw
@@ -411,6 +425,40 @@ class Pass1:
                 ctx.fail("recreating the resize inode is not supported")
             return
         st.claim(dind, 1, RESIZE_INO)
+        # i_blocks counts the double-indirect block, the reserved descriptor blocks it
+        # lists and their backups (the rest are claimed as group metadata in pass 5)
+        n = 1
+        try:
+            dbuf = ctx.block(dind)
+            per = ctx.bs // 4
+            dwords = list(struct.unpack_from(f"<{per}I", dbuf))
+            for di, e in enumerate(dwords):
+                if not e:
+                    continue
+                if not ctx.valid_block(e):
+                    if ctx.ask(P.ILLEGAL_BLOCK, lblk=12 + per + per * di, block=e, ino=RESIZE_INO):
+                        nb = bytearray(ctx.block(dind))
+                        U32.pack_into(nb, 4 * di, 0)
+                        ctx.write_block(dind, nb)
+                    continue
+                n += 1
+                words = list(struct.unpack_from(f"<{per}I", ctx.block(e)))
+                for wi, x in enumerate(words):
+                    if not x:
+                        continue
+                    if ctx.valid_block(x):
+                        n += 1
+                    elif ctx.ask(P.ILLEGAL_BLOCK, lblk=12 + per + per * di + wi, block=x, ino=RESIZE_INO):
+                        nb = bytearray(ctx.block(e))
+                        U32.pack_into(nb, 4 * wi, 0)
+                        ctx.write_block(e, nb)
+        except (IndexError, OSError):
+            return
+        want = n * (ctx.bs // 512)
+        have = U32.unpack_from(raw, 28)[0]
+        if have != want and ctx.ask(P.BAD_I_BLOCKS, ino=RESIZE_INO, value=have, want=want):
+            U32.pack_into(raw, 28, want)
+            self.write(RESIZE_INO, raw)
 
     # ------------------------------------------------------------------ blocks
     def has_valid_blocks(self, raw: bytearray) -> bool:
@@ -706,6 +754,8 @@ class Pass1:
                 problem = P.EXTENT_BAD_START
             elif lblk < start_block:
                 problem = P.EXTENT_ORDER
+            elif is_leaf and length and lblk <= w.leaf_last:
+                problem = P.EXTENT_COLLISION
             elif is_leaf and end and last > end and not (last > eof_block and (uninit or flags_of(w.raw) & VERITY_FL)):
                 problem = P.EXTENT_END_OOB
             elif is_leaf and length == 0:
@@ -737,6 +787,7 @@ class Pass1:
                 w.runs.append((pblk, length))
                 w.num_blocks += length
                 start_block = last
+                w.leaf_last = max(w.leaf_last, last)
                 w.last_block = max(w.last_block, last)
                 if not uninit and not w.is_dir:
                     w.last_init = max(w.last_init, last)

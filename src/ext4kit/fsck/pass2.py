@@ -23,7 +23,6 @@ from .state import (
     file_acl_of,
     flags_of,
     generation_of,
-    links_of,
     mode_of,
 )
 
@@ -170,6 +169,16 @@ class Pass2:
         dot_state = 0 if lblk == 0 else 2
         names: set[bytes] = set()
         dx_root_end = None
+        inodes, cleared_set, bad_map, refs = st.inodes, st.cleared, st.bad, st.refs
+        dirs, inline_dirs = st.dirs, st.inline_dirs
+        first_ino, filetype = ctx.first_ino, ctx.filetype
+        check_uninit = ctx.csum_feature
+        ipg = ctx.ipg
+        live: list[int] = []
+        if check_uninit:
+            live = self.__dict__.get("_live") or []
+            if not live:
+                live = self._live = [live_inodes(ctx, k) for k in range(ctx.ngroups)]
         while off < end:
             if off + 8 > end:
                 if ctx.ask(P.DIR_CORRUPTED, ino=ino, lblk=lblk, offset=off):
@@ -181,7 +190,7 @@ class Pass2:
             if not ctx.filetype:
                 nl = nl | (ft << 8) if False else nl
             bad = (off + rl > end or rl < 12 or rl % 4 or 8 + nl > rl)
-            if bad and not (rl >= 8 and rl % 4 == 0 and off + rl <= end and 8 + nl <= rl and dino == 0 and nl == 0):
+            if bad:
                 if ctx.ask(P.DIR_CORRUPTED, ino=ino, lblk=lblk, offset=off):
                     nxt = self.salvage(buf, prev, off, end, rl, nl, dino)
                     modified = True
@@ -248,41 +257,41 @@ class Pass2:
                 continue
             # ordinary entry
             problem = None
-            loc = {"name": name.decode("utf-8", "backslashreplace"), "dir": ino, "ino": ino,
-                   "target": dino}
             if (dino != ROOT_INO and dino < ctx.first_ino) or dino > ctx.inodes_count:
                 problem = P.ENTRY_BAD_INODE
             elif nl == 0:
                 problem = P.NULL_NAME
             elif dino == ino and name == b".":
                 problem = P.ENTRY_LINK_DOT
-            elif self.in_uninit(dino):
+            elif check_uninit and (dino - 1) // ipg < len(live) and (dino - 1) % ipg >= live[(dino - 1) // ipg]:
                 g = (dino - 1) // ctx.ipg
-                if ctx.ask(P.INOREF_IN_UNINIT, group=g, **loc):
+                if ctx.ask(P.INOREF_IN_UNINIT, group=g, **_loc(name, ino, dino)):
                     self.uninit_fix(g, dino)
+                    live = self._live = [live_inodes(ctx, k) for k in range(ctx.ngroups)]
                     ctx.restart = True
                     st.refs[dino] = st.refs.get(dino, 0) + 1
                     prev = off
                     off += rl
                     continue
                 problem = P.ENTRY_UNUSED_INODE
-            elif dino not in st.inodes or dino in st.cleared or (links_of(st.inodes[dino]) == 0 and dino >= ctx.first_ino):
+            elif (traw := inodes.get(dino)) is None or dino in cleared_set or \
+                    (not (traw[26] | traw[27] << 8) and dino >= first_ino):
                 problem = P.ENTRY_UNUSED_INODE
             elif dino == ROOT_INO:
                 problem = P.ENTRY_LINK_ROOT
             if problem is None and not encrypted and (b"/" in name or b"\0" in name):
-                if ctx.ask(P.BAD_NAME, **loc):
+                if ctx.ask(P.BAD_NAME, **_loc(name, ino, dino)):
                     fixed = name.replace(b"/", b".").replace(b"\0", b".")
                     buf[off + 8: off + 8 + nl] = fixed
                     name = fixed
                     modified = True
-            if problem is None and dino in st.bad:
+            if problem is None and dino in bad_map:
                 if self.process_bad_inode(dino):
                     cleared = True
                     modified = True
                     U32.pack_into(buf, off, 0)
             if problem is not None:
-                if ctx.ask(problem, **loc):
+                if ctx.ask(problem, **_loc(name, ino, dino)):
                     U32.pack_into(buf, off, 0)
                     modified = True
                     cleared = True
@@ -290,32 +299,32 @@ class Pass2:
                     prev = off
                     off += rl
                     continue
-            if not cleared and dino in st.inodes:
-                traw = st.inodes[dino]
-                tmode = mode_of(traw) & S_IFMT
-                want_ft = FT_OF_MODE.get(tmode, 0) if ctx.filetype else 0
+            if not cleared and dino in inodes:
+                traw = inodes[dino]
+                tmode = (traw[0] | traw[1] << 8) & S_IFMT
+                want_ft = FT_OF_MODE.get(tmode, 0) if filetype else 0
                 if ft != want_ft and (ctx.filetype or ft):
-                    if ctx.ask(P.BAD_FILETYPE, value=ft, want=want_ft, **loc):
+                    if ctx.ask(P.BAD_FILETYPE, value=ft, want=want_ft, **_loc(name, ino, dino)):
                         buf[off + 7] = want_ft
                         modified = True
                 if name in names:
-                    if ctx.ask(P.DUP_ENTRY, **loc):
+                    if ctx.ask(P.DUP_ENTRY, **_loc(name, ino, dino)):
                         U32.pack_into(buf, off, 0)
                         modified = True
                         cleared = True
                 if not cleared:
                     names.add(name)
-                    if st.is_dir(dino):
+                    if dino in dirs or dino in inline_dirs:
                         par = st.parent.get(dino)
                         if par:
-                            if ctx.ask(P.ENTRY_LINK_DIR, parent=par, **loc):
+                            if ctx.ask(P.ENTRY_LINK_DIR, parent=par, **_loc(name, ino, dino)):
                                 U32.pack_into(buf, off, 0)
                                 modified = True
                                 cleared = True
                         else:
                             st.parent[dino] = ino
                     if not cleared:
-                        st.refs[dino] = st.refs.get(dino, 0) + 1
+                        refs[dino] = refs.get(dino, 0) + 1
                         if ino == ROOT_INO and name == b"lost+found":
                             st.lost_found = dino
             prev = off
@@ -338,10 +347,14 @@ class Pass2:
         g, idx = divmod(dino - 1, ctx.ipg)
         if g >= ctx.ngroups:
             return False
-        return idx >= live_inodes(ctx, g)
+        live = self.__dict__.get("_live")
+        if live is None:
+            live = self._live = [live_inodes(ctx, k) for k in range(ctx.ngroups)]
+        return idx >= live[g]
 
     def uninit_fix(self, g: int, dino: int) -> None:
         ctx = self.ctx
+        self.__dict__.pop("_live", None)
         gd = ctx.groups[g]
         if gd.flags & BG_INODE_UNINIT:
             gd.f["bg_flags"] = gd.flags & ~BG_INODE_UNINIT
@@ -423,28 +436,65 @@ class Pass2:
         st.refs[ino] = st.refs.get(ino, 0) + 1  # '.'
         if parent:
             st.refs[parent] = st.refs.get(parent, 0) + 1
-        entries = []
-        try:
-            from ..fs import dirs
-            inode = ctx.fs.get_inode(ino)
-            entries = [e for e in dirs.iter_entries(ctx.fs, inode) if e.name not in (b".", b"..")]
-        except Exception as exc:  # noqa: BLE001 - reported as a finding
-            if ctx.ask(P.DIR_INLINE_BAD, ino=ino, why=str(exc)):
-                ctx.fail("repairing inline directories is not supported")
-            return
-        for e in entries:
-            dino = e.inode
-            if dino == 0:
-                continue
-            if dino not in st.inodes or dino in st.cleared or dino > ctx.inodes_count:
-                if ctx.ask(P.ENTRY_UNUSED_INODE, name=e.name.decode("utf-8", "backslashreplace"), dir=ino, ino=ino, target=dino):
-                    ctx.fail("editing inline directories is not supported")
-                continue
-            if st.is_dir(dino):
-                if st.parent.get(dino):
-                    continue
-                st.parent[dino] = ino
-            st.refs[dino] = st.refs.get(dino, 0) + 1
+        regions: list[tuple[int, bytearray, int]] = [(0, bytearray(raw[44:100]), 4)]
+        size = U32.unpack_from(raw, 4)[0]
+        if size > 60:
+            try:
+                inode = ctx.fs.get_inode(ino)
+                body = ctx.fs.inline_data(inode)
+            except Exception as exc:  # noqa: BLE001 - reported as a finding
+                if ctx.ask(P.DIR_INLINE_BAD, ino=ino, why=str(exc)):
+                    ctx.fail("repairing inline directories is not supported")
+                body = b""
+            if len(body) > 60:
+                regions.append((1, bytearray(body[60:]), 0))
+        for lblk, buf, base in regions:
+            end = len(buf)
+            off = 0
+            prev = -1
+            changed = False
+            while off < end:
+                if off + 8 > end:
+                    if ctx.ask(P.DIR_CORRUPTED, ino=ino, lblk=lblk, offset=base + off):
+                        self.salvage_tail(buf, prev, off, end)
+                        changed = True
+                    break
+                dino, rl, nl, ft = _DIRENT.unpack_from(buf, off)
+                if off + rl > end or rl < 12 or rl % 4 or 8 + nl > rl:
+                    if ctx.ask(P.DIR_CORRUPTED, ino=ino, lblk=lblk, offset=base + off):
+                        nxt = self.salvage(buf, prev, off, end, rl, nl, dino)
+                        changed = True
+                        if nxt is not None:
+                            off = nxt
+                        continue
+                    break
+                if dino:
+                    name = bytes(buf[off + 8: off + 8 + nl])
+                    if dino not in st.inodes or dino in st.cleared or dino > ctx.inodes_count:
+                        if ctx.ask(P.ENTRY_UNUSED_INODE, name=name.decode("utf-8", "backslashreplace"),
+                                   dir=ino, ino=ino, target=dino):
+                            U32.pack_into(buf, off, 0)
+                            changed = True
+                    else:
+                        if st.is_dir(dino) and not st.parent.get(dino):
+                            st.parent[dino] = ino
+                            st.refs[dino] = st.refs.get(dino, 0) + 1
+                        elif not st.is_dir(dino):
+                            st.refs[dino] = st.refs.get(dino, 0) + 1
+                prev = off
+                off += rl
+            if changed:
+                if lblk == 0:
+                    raw[44:100] = buf
+                    st.changed.add(ino)
+                else:
+                    span = _ibody_data_span(raw, ctx.isz)
+                    if span is not None and span[1] == len(buf):
+                        raw[span[0]: span[0] + span[1]] = buf
+                        U32.pack_into(raw, span[2] + 12, 0)  # e_hash: 0 is accepted in the inode body
+                        st.changed.add(ino)
+                    else:
+                        ctx.fail("the directory's system.data is outside the inode")
 
     # ------------------------------------------------------------------ htree
     def check_htree(self, ino: int, raw: bytearray) -> None:
@@ -577,3 +627,32 @@ class Pass2:
             if tail:
                 nb[end:] = _DIRENT.pack(0, de.TAIL_SIZE, 0, de.TAIL_FT) + bytes(4)
             ctx.write_dir_block(pblk, nb, ino, gen)
+
+
+def _ibody_data_span(raw: bytearray, isz: int) -> tuple[int, int, int] | None:
+    """(offset of the value in raw, value size, offset of the entry) of the in-inode
+    ``system.data`` attribute, or None."""
+    if isz <= 128 or len(raw) < isz:
+        return None
+    extra = U16.unpack_from(raw, 128)[0]
+    hdr = 128 + extra
+    if extra & 3 or hdr + 4 > isz or U32.unpack_from(raw, hdr)[0] != 0xEA020000:
+        return None
+    first = hdr + 4
+    off = first
+    while off + 16 <= isz:
+        nlen, nidx, voffs, vinum, vsize = raw[off], raw[off + 1], *struct.unpack_from("<HII", raw, off + 2)
+        if nlen == 0 and nidx == 0 and voffs == 0 and vinum == 0:
+            break
+        if off + 16 + nlen > isz:
+            return None
+        if nidx == 7 and bytes(raw[off + 16: off + 16 + nlen]) == b"data":
+            if vinum or first + voffs + vsize > isz:
+                return None
+            return first + voffs, vsize, off
+        off += (16 + nlen + 3) & ~3
+    return None
+
+
+def _loc(name: bytes, ino: int, dino: int) -> dict:
+    return {"name": name.decode("utf-8", "backslashreplace"), "dir": ino, "ino": ino, "target": dino}

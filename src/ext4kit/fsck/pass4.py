@@ -33,7 +33,14 @@ class Pass4:
     def run(self) -> None:
         ctx, st = self.ctx, self.st
         skip = {ctx.sb.f["s_journal_inum"]} if ctx.sb.has_compat("has_journal") else set()
-        for ino in sorted(st.inodes):
+        refs = st.refs
+        # only inodes whose link count differs from the entries counted can need a look
+        todo = [ino for ino, raw in st.inodes.items()
+                if (raw[26] | raw[27] << 8) != refs.get(ino, 0) or refs.get(ino, 0) > 65000]
+        todo.append(ROOT_INO)
+        for ino in sorted(set(todo)):
+            if ino not in st.inodes:
+                continue
             if ino in st.cleared or ino in skip:
                 continue
             if ino != ROOT_INO and ino < ctx.first_ino:

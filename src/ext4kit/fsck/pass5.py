@@ -78,6 +78,29 @@ class Pass5:
         self.check_blocks()
         self.check_inodes()
 
+    def uninit_overhead(self, g: int) -> list[tuple[int, int]]:
+        """What a BLOCK_UNINIT group's bitmap implicitly holds (alloc.group_layout's
+        overhead): its superblock / descriptor copies and every group's bitmaps and inode
+        table lying in it. The bitmaps / tables are indexed once for all groups."""
+        ctx = self.ctx
+        idx = self.__dict__.get("_meta_by_group")
+        if idx is None:
+            idx = {}
+            itb = ctx.itable_blocks
+            for gd in ctx.groups:
+                for blk, n in ((gd.block_bitmap, 1), (gd.inode_bitmap, 1), (gd.inode_table, itb)):
+                    if not (ctx.first_data_block <= blk < ctx.blocks_count):
+                        continue
+                    end = min(blk + n, ctx.blocks_count)
+                    b = blk
+                    while b < end:
+                        k = ctx.group_of_block(b)
+                        gend = min(ctx.group_first(k) + ctx.bpg, end)
+                        idx.setdefault(k, []).append((b, gend - b))
+                        b = gend
+            self._meta_by_group = idx
+        return list(alloc.super_and_desc_blocks(ctx.fs, g)) + idx.get(g, [])
+
     # ------------------------------------------------------------------ blocks
     def check_blocks(self) -> None:
         ctx, st = self.ctx, self.st
@@ -104,7 +127,7 @@ class Pass5:
             if uninit:
                 have = np.zeros(n, dtype=bool)
                 try:
-                    for s0, ln in alloc.group_layout(ctx.fs, g).overhead:
+                    for s0, ln in self.uninit_overhead(g):
                         have[max(0, s0 - first): s0 - first + ln] = True
                 except Exception:  # noqa: BLE001
                     pass
@@ -132,6 +155,9 @@ class Pass5:
                 if not pad.all() and g not in bad_groups:
                     if ctx.ask(P.BLOCK_BITMAP_PADDING, group=g):
                         bad_groups.append(g)
+            elif raw is not None and g not in bad_groups and not _tail_set(raw, ctx.bpg // 8):
+                if ctx.ask(P.BLOCK_BITMAP_PADDING, group=g):
+                    bad_groups.append(g)
             if raw is not None and ctx.metadata_csum and g not in bad_groups:
                 nbytes = ctx.sb.f["s_clusters_per_group"] // 8
                 c = ctx.bitmap_csum(raw, nbytes)
@@ -141,6 +167,8 @@ class Pass5:
                 if c != stored:
                     if ctx.ask(P.BLOCK_BITMAP_CSUM, group=g):
                         bad_groups.append(g)
+            if not bad_groups or bad_groups[-1] != g:
+                del expected[g]  # only rewritten bitmaps are kept (memory on huge images)
         if diffs:
             fix = ctx.ask(P.BLOCK_BITMAP_DIFF, diff=_fmt(diffs), count=len(diffs))
         else:
@@ -196,6 +224,8 @@ class Pass5:
         free_counts: list[int] = []
         total_free = 0
         bad_tables = ctx.bad_tables
+        tails: list[int] = []
+        last_used_of: list[int] = []
         for g in range(ctx.ngroups):
             gd = ctx.groups[g]
             idx = used_arr[bounds[g]: bounds[g + 1]] - 1 - g * ipg
@@ -216,9 +246,12 @@ class Pass5:
                 diffs += _ranges(d[~want[d]], "-", g * ipg + 1)
                 bad_groups.append(g)
             expected[g] = want
+            last_used_of.append(int(idx.max()) + 1 if len(idx) else 0)
             nfree = int(ipg - len(idx))
             free_counts.append(nfree)
             total_free += nfree
+            if raw is not None and g not in bad_groups and not _tail_set(raw, ipg // 8):
+                tails.append(g)
             if raw is not None and ctx.metadata_csum and g not in bad_groups:
                 c = ctx.bitmap_csum(raw, ipg // 8)
                 if not gd.is64 or ctx.sb.desc_size < 64:
@@ -226,6 +259,10 @@ class Pass5:
                 if c != gd.inode_bitmap_csum:
                     if ctx.ask(P.INODE_BITMAP_CSUM, group=g):
                         bad_groups.append(g)
+            if (not bad_groups or bad_groups[-1] != g) and (not tails or tails[-1] != g):
+                del expected[g]
+        if tails and ctx.ask(P.INODE_BITMAP_PADDING, group=tails[0]):
+            bad_groups += tails
         if diffs:
             fix = ctx.ask(P.INODE_BITMAP_DIFF, diff=_fmt(diffs), count=len(diffs))
         else:
@@ -242,9 +279,7 @@ class Pass5:
                 if ctx.ask(P.DIRS_GROUP, group=g, value=gd.used_dirs_count, want=int(dir_counts[g])):
                     ctx.set_gd(g, "bg_used_dirs_count", int(dir_counts[g]))
             if ctx.csum_feature and not gd.flags & BG_INODE_UNINIT:
-                w = expected[g]
-                nz = np.nonzero(w)[0]
-                last_used = int(nz[-1]) + 1 if len(nz) else 0
+                last_used = last_used_of[g]
                 if ipg - gd.itable_unused < last_used:
                     if ctx.ask(P.ITABLE_UNUSED_WRONG, group=g, value=gd.itable_unused, want=ipg - last_used):
                         ctx.set_gd(g, "bg_itable_unused", ipg - last_used)
@@ -270,3 +305,9 @@ class Pass5:
             c = ctx.bitmap_csum(data, ctx.ipg // 8)
             ctx.set_gd(g, "bg_inode_bitmap_csum", c)
         ctx.dirty_group(g)
+
+
+def _tail_set(raw: bytes, nbytes: int) -> bool:
+    """The bytes of a bitmap block past the group's bits are all ones (as written)."""
+    tail = raw[nbytes:]
+    return not tail or tail.count(0xFF) == len(tail)

@@ -41,7 +41,7 @@ def _p(code: int, name: str, message: str, prompt: str = "Fix", flags: int = 0) 
 
 
 # --------------------------------------------------------------------- superblock, groups
-SB_CORRUPT = _p(0x000001, "SB_CORRUPT", "the primary superblock is corrupt ({why}); using the backup at block {block}", "Fix")
+SB_CORRUPT = _p(0x000001, "SB_CORRUPT", "the primary superblock is corrupt ({why}); using the backup at block {block}", "Fix", PREEN_OK | NO_OK)
 SB_BACKUP_USED = _p(0x000002, "SB_BACKUP_USED", "checking with the backup superblock at block {block}", "Fix")
 INODE_COUNT_WRONG = _p(0x000003, "INODE_COUNT_WRONG", "inode count in superblock is {value}, should be {want}")
 GD_CSUM = _p(0x000004, "GD_CSUM", "group descriptor {group} checksum is {value:#06x}, should be {want:#06x}", "Fix", PREEN_OK | NO_OK)
@@ -71,6 +71,16 @@ RESIZE_INODE_INVALID = _p(0x00001B, "RESIZE_INODE_INVALID", "resize inode is inv
 HAS_JOURNAL_CLEAR = _p(0x00001C, "HAS_JOURNAL_CLEAR", "superblock has_journal flag is clear, but a journal (inode {ino}) is present", "Clear", PREEN_OK | NO_OK)
 GDT_CSUM_FEATURE = _p(0x00001D, "GDT_CSUM_FEATURE", "group {group} is not zeroed but the file system has no group checksums", "Fix", PREEN_OK)
 NOT_EXT = _p(0x00001E, "NOT_EXT", "not an ext2/3/4 file system: {why}", "", NO_FIX)
+JOURNAL_FROM_BACKUP = _p(0x00001F, "JOURNAL_FROM_BACKUP", "journal inode {ino} is invalid; restoring it from the superblock's backup", "Fix", PREEN_OK | NO_OK)
+JOURNAL_V2_FIELDS = _p(0x000020, "JOURNAL_V2_FIELDS", "found invalid V2 journal superblock fields (from V1 journal)", "Clear", PREEN_OK | NO_OK)
+JOURNAL_MULTIFS = _p(0x000021, "JOURNAL_MULTIFS", "journal has multiple file system users (unsupported)", "", NO_FIX)
+JOURNAL_UNSUPPORTED = _p(0x000022, "JOURNAL_UNSUPPORTED", "journal superblock: {why}", "", NO_FIX)
+JOURNAL_SB_CORRUPT = _p(0x000023, "JOURNAL_SB_CORRUPT", "journal superblock is corrupt ({why})", "Fix", PREEN_OK)
+JOURNAL_HAS_JOURNAL = _p(0x000024, "JOURNAL_HAS_JOURNAL", "superblock has_journal flag is clear, but a journal (inode {ino}) is present", "Clear", PREEN_OK | NO_OK)
+JOURNAL_RUN_ANYWAY = _p(0x000025, "JOURNAL_RUN_ANYWAY", "journal holds transactions but the file system does not need recovery; run the journal", "Run", PREEN_OK)
+JOURNAL_BACKUP = _p(0x000026, "JOURNAL_BACKUP", "backing up journal inode block information", "Fix", PREEN_OK | NO_OK)
+HURD_FILETYPE = _p(0x000027, "HURD_FILETYPE", "the Hurd does not support the filetype feature", "Clear", PREEN_OK | NO_OK)
+UNSUPPORTED_FEATURES = _p(0x000028, "UNSUPPORTED_FEATURES", "file system has unsupported feature(s): {names}; cannot check it", "", NO_FIX)
 
 # --------------------------------------------------------------------- pass 1: inodes
 ROOT_NOT_DIR = _p(0x010001, "ROOT_NOT_DIR", "root inode is not a directory", "Clear")
@@ -122,6 +132,7 @@ UNINIT_EXT_PAST_EOF = _p(0x01002E, "UNINIT_EXT_PAST_EOF", "inode {ino} has exten
 SPECIAL_HAS_BLOCKS = _p(0x01002F, "SPECIAL_HAS_BLOCKS", "special inode {ino} ({what}) has blocks", "Clear")
 EA_INODE_BAD = _p(0x010030, "EA_INODE_BAD", "inode {ino} extended attribute is corrupt: {why}", "Clear")
 INLINE_NO_EA = _p(0x010031, "INLINE_NO_EA", "inode {ino} has INLINE_DATA_FL flag but extended attribute not found", "Truncate")
+EXTENT_COLLISION = _p(0x010032, "EXTENT_COLLISION", "inode {ino} has a duplicate extent mapping (logical block {lblk}, invalid physical block {block}, len {len})", "Clear")
 
 # --------------------------------------------------------------------- pass 2: directories
 DIR_CORRUPTED = _p(0x020001, "DIR_CORRUPTED", "directory inode {ino}, block #{lblk}, offset {offset}: directory corrupted", "Salvage")

@@ -4,7 +4,7 @@ come out as raw bytes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -35,9 +35,15 @@ def table_ok(ctx: Context, g: int) -> bool:
         (ctx.first_data_block <= t and t + ctx.itable_blocks <= ctx.blocks_count and t != 0)
 
 
-def scan(ctx: Context) -> Iterator[tuple[int, bytes, bool]]:
+FastPath = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def scan(ctx: Context, fast: FastPath | None = None) -> Iterator[tuple[int, bytes, bool]]:
     """(ino, raw, checksum_ok) for every scanned inode that is in use or not all zeros in a
-    way pass 1 must judge (links_count > 0, reserved, or mode without dtime)."""
+    way pass 1 must judge (links_count > 0, reserved, or mode without dtime).
+
+    ``fast(rows, inos)`` may take whole rows first: it returns the mask of the rows it
+    has checked and recorded, which are then not yielded."""
     isz = ctx.isz
     bs = ctx.bs
     first_ino = ctx.first_ino
@@ -66,9 +72,16 @@ def scan(ctx: Context) -> Iterator[tuple[int, bytes, bool]]:
             interesting = (links > 0) | (inos < first_ino) | ((mode != 0) & dtime_zero)
             if csum:
                 nonzero = arr[:, :128].any(axis=1)
-                idx_all = np.nonzero(interesting | nonzero)[0]
+                pick = interesting | nonzero
             else:
-                idx_all = np.nonzero(interesting)[0]
+                pick = interesting
+            if fast is not None:
+                cand = np.nonzero(interesting & (inos <= ctx.inodes_count))[0]
+                if len(cand):
+                    took = fast(arr[cand], inos[cand])
+                    pick = pick.copy()
+                    pick[cand[took]] = False
+            idx_all = np.nonzero(pick)[0]
             for i in idx_all.tolist():
                 ino = base + first + 1 + i
                 if ino > ctx.inodes_count:

@@ -4,8 +4,9 @@ checksums, uninit flags) and the orphan list."""
 from __future__ import annotations
 
 from ..ondisk.groupdesc import BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED
+from ..ondisk.superblock import COMPAT, INCOMPAT, RO_COMPAT
 from . import problems as P
-from .context import Context
+from .context import Abort, Context
 from .state import U16, U32, links_of
 
 MAX_ORPHANS = 100000
@@ -15,6 +16,14 @@ def check_super(ctx: Context) -> None:
     sb = ctx.sb
     f = sb.f
     ctx.bad_tables = set()
+    unknown = []
+    for field, known, tag in (("s_feature_compat", COMPAT, "C"), ("s_feature_incompat", INCOMPAT, "I"),
+                              ("s_feature_ro_compat", RO_COMPAT, "R")):
+        v = f[field]
+        unknown += [f"FEATURE_{tag}{b}" for b in range(32) if v >> b & 1 and (1 << b) not in known]
+    if unknown:
+        ctx.ask(P.UNSUPPORTED_FEATURES, names=" ".join(unknown))
+        raise Abort("unsupported file system features: " + " ".join(unknown))
     want_inodes = ctx.ngroups * ctx.ipg
     if f["s_inodes_count"] != want_inodes and want_inodes < 1 << 32:
         if ctx.ask(P.INODE_COUNT_WRONG, value=f["s_inodes_count"], want=want_inodes):
@@ -68,6 +77,10 @@ def check_super(ctx: Context) -> None:
         if gd.free_inodes_count > ctx.ipg:
             if ctx.ask(P.GD_FREE_INODES_BAD, group=g, value=gd.free_inodes_count):
                 pass
+    if ctx.writable and f["s_creator_os"] == 1 and sb.has_incompat("filetype"):
+        if ctx.ask(P.HURD_FILETYPE):
+            f["s_feature_incompat"] &= ~0x2
+            ctx.dirty_super()
     if not sb.has_compat("has_journal") and sb.has_incompat("needs_recovery"):
         if ctx.ask(P.JOURNAL_RECOVER_SET):
             f["s_feature_incompat"] &= ~0x4
