@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-SUITES = ["read", "write", "journal"]
+SUITES = ["read", "write", "journal", "fsck", "crash"]
 
 
 def fmt(v) -> str:
