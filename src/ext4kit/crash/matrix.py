@@ -48,12 +48,7 @@ SCENARIOS: list[Scenario] = [
              lambda o: o["garbage_data"] > 0),
     Scenario("append", "journal", "journal_async_commit,barrier=0",
              "checksums reject the torn transaction: consistent",
-             lambda o: o["inconsistent"] == 0 and o["garbage_data"] == 0,
-             known_gap="jbd2/journal.py writes CSUM_V3 tags for journal_checksum on a file "
-                       "system without metadata_csum; the kernel writes v1 (COMPAT_CHECKSUM), "
-                       "whose commit-block crc32 drops the torn async transaction. With v3 "
-                       "the replay skips the bad blocks and fails (the kernel refuses the "
-                       "mount): detected, but not consistent"),
+             lambda o: o["inconsistent"] == 0 and o["garbage_data"] == 0),
     Scenario("delete-reuse", "ordered", "norevoke",
              "replay overwrites the new file's data with the old directory block",
              lambda o: o["garbage_data"] > 0),
@@ -62,11 +57,7 @@ SCENARIOS: list[Scenario] = [
              lambda o: o["zero_length"] > 0),
     Scenario("rename-replace", "ordered", "", "old or new content, never empty", _clean),
 ] + [
-    Scenario("rename-replace", m, "", "new content", _clean, params={"fsync": True},
-             known_gap="" if m != "writeback" else
-             "jbd2/journal.py data=writeback writes file data after the commit block's "
-             "flush and never flushes it, so fsync returns before the data is durable (the "
-             "kernel writes and waits for the data before committing)")
+    Scenario("rename-replace", m, "", "new content", _clean, params={"fsync": True})
     for m in ("journal", "ordered", "writeback")
 ]
 

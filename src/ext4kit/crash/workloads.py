@@ -215,10 +215,16 @@ def _append_setup(ctx: Ctx) -> None:
     ctx.fs.write_bytes("/file", _pattern(1, BLOCK))
 
 
-@register("append", "a file with one 4 KiB block gets a second block appended, then fsync",
+@register("append", "a file with one 4 KiB block gets a second block appended; 40 s later "
+          "(the flusher wrote it back, the journal's timer committed) an fsync",
           setup=_append_setup)
 def append(ctx: Ctx) -> None:
     ctx.append("/file", _pattern(2, BLOCK))
+    # the background path, 5 s at a time: at 30 s the flusher writes the page back (the
+    # block is allocated, its data submitted), at 35 s the journal's timer commits without
+    # waiting for that data (what data=writeback does not order); then the fsync
+    for _ in range(8):
+        ctx.sleep(5)
     ctx.fsync("/file")
 
 

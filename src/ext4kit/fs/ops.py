@@ -804,7 +804,7 @@ class WriteOps:
 
     def sync(self: WritableFileSystem) -> None:
         self.writeback()
-        self.commit()
+        self.commit(wait_data=True)
 
     def cached_write(self: WritableFileSystem, ino: int, pos: int | None, data: memoryview) -> int:
         """A buffered write (``pos`` None: append). With delalloc the bytes go to the page

@@ -89,7 +89,8 @@ class WritableFileSystem(WriteOps, FileSystem):
 
             self.journal = Jbd2Journal(
                 self, self.buffers, barrier=barrier, data=opts.get("data", "ordered"),
-                journal_checksum=opts.get("journal_checksum", True),
+                # as the kernel: checksums with metadata_csum (v3) or when asked for (v1)
+                journal_checksum=opts.get("journal_checksum", False),
                 async_commit=opts.get("journal_async_commit", False),
                 revoke=opts.get("revoke", True), commit_interval=opts.get("commit", 5.0),
                 **({"clock": opts["clock"]} if "clock" in opts else {}))
@@ -118,7 +119,7 @@ class WritableFileSystem(WriteOps, FileSystem):
         """Replay the journal a crash left (as the kernel does at mount), then reload."""
         from ..jbd2.log import recover
 
-        recover(self, write=True)
+        recover(self, write=True, as_mount=True)  # a bad journal refuses the mount
         self._cache.clear()
         self._bmap_cache.clear()
         self._bmap_cache_runs = 0
@@ -388,14 +389,16 @@ class WritableFileSystem(WriteOps, FileSystem):
 
     def fsync_inode(self, ino: int) -> None:
         self.writeback(ino)
-        self.commit()
+        self.commit(wait_data=True)
 
-    def commit(self) -> None:
+    def commit(self, *, wait_data: bool = False) -> None:
+        """Commit the running transaction. ``wait_data``: an fsync/sync/unmount commit
+        (file data written and waited for first, also in data=writeback)."""
         if self.journal.running is not None and (self.free_blocks_delta or self.free_inodes_delta
                                                   or self.journal.running.metadata):
             with self.start() as h:
                 self.sync_superblock_counts(h)
-        self.journal.commit()
+        self.journal.commit(wait_data=wait_data)
         self.alloc.release_busy()
 
     def close(self) -> None:
@@ -407,7 +410,7 @@ class WritableFileSystem(WriteOps, FileSystem):
                     self.writeback()
                 except OSError as exc:  # ENOSPC at writeback: unmount anyway, then report
                     lost = exc
-                self.commit()
+                self.commit(wait_data=True)
                 self.journal.close()
                 if self.sb.has_compat("has_journal"):
                     self._set_needs_recovery(False)

@@ -231,6 +231,10 @@ class Jbd2Journal(InPlaceJournal):
             if txn.data or txn.data_blocks:
                 self._flush()
             return
+        if self.clock() - self.last_checkpoint >= self.commit_interval * 6:
+            # lazily, like the kernel (whose committed metadata goes home with the block
+            # device's writeback, ~30 s later): earlier transactions, never the new one
+            self.checkpoint()
         need = self._log_blocks_needed(txn)
         if need > self.capacity:
             need = self._shrink_oversized(txn)
@@ -288,11 +292,16 @@ class Jbd2Journal(InPlaceJournal):
             if self.v1:
                 crc32_sum = crc32_be(crc32_sum, joined)
             pos = self._log_write(pos, joined)
+        # data=writeback: fsync/sync wait for the file data before committing (the kernel's
+        # file_write_and_wait_range); a background commit (timer, size) does not, so its
+        # data is not ordered against the commit block (it may get there first)
+        waited = getattr(self, "wait_data", False)
+        if not logged_data and txn.data and waited:
+            write_runs(self.dev, bs, txn.data)
         # 2. everything before the commit block is durable (unless async commit)
         if not self.async_commit:
             self._flush()
-        # data=writeback: no ordering against the commit block (it may get there first)
-        if not logged_data and txn.data:
+        if not logged_data and txn.data and not waited:
             write_runs(self.dev, bs, txn.data)
         # 3. commit block
         now = time.time_ns()
@@ -315,8 +324,6 @@ class Jbd2Journal(InPlaceJournal):
             self.pending.add(blk)
         if logged_data:
             self.pending_data.update(txn.data)
-        if self.clock() - self.last_checkpoint >= self.commit_interval * 6:
-            self.checkpoint()
 
     def _shrink_oversized(self, txn: Transaction) -> int:
         """A transaction larger than the whole log (one operation that logs more blocks

@@ -234,11 +234,14 @@ class InPlaceJournal:
         if self.barrier:
             self.dev.flush()
 
-    def commit(self) -> int | None:
-        """Commit the running transaction (waits for no handle: callers commit between ops)."""
+    def commit(self, *, wait_data: bool = False) -> int | None:
+        """Commit the running transaction (waits for no handle: callers commit between ops).
+        ``wait_data``: fsync/sync/unmount, which write and wait for file data before the
+        commit (matters only for data=writeback, whose background commits do not)."""
         txn = self.running
         if txn is None:
             return None
+        self.wait_data = wait_data
         if txn.handles:
             raise RuntimeError("commit with open handles")
         self.running = None
