@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -13,6 +14,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXT4KIT = [sys.executable, "-m", "ext4kit"]
+# kernel mounts: no background inode-table zeroing (ext4lazyinit) during the timed part
+KERNEL_MOUNT_OPTS = "rw,noinit_itable"
+
+
+def payload(n: int) -> bytes:
+    """Deterministic, incompressible-looking bytes."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(i.to_bytes(8, "little")).digest()
+        i += 1
+    return bytes(out[:n])
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:

@@ -41,7 +41,6 @@ file here, 70+ s per mode for 10,000), BENCH_JOURNAL_RECOVER_MIB (40), BENCH_JOU
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -52,7 +51,8 @@ import time
 import warnings
 from pathlib import Path
 
-from common import EXT4KIT, can_mount, run, scratch
+from common import EXT4KIT, KERNEL_MOUNT_OPTS, can_mount, run, scratch
+from common import payload as _payload
 
 BIG_MIB = int(os.environ.get("BENCH_JOURNAL_MIB", "1024"))
 FILES = int(os.environ.get("BENCH_JOURNAL_FILES", "10000"))
@@ -68,20 +68,9 @@ BLOCK = 4096
 CHUNK = 1 << 20
 SMALL_SIZE = 4096
 SMALL_DIRS = 10
-KERNEL_MOUNT_OPTS = "rw,noinit_itable"  # no background inode-table zeroing while timed
 
 MODE_LABEL = {"journal": "data=journal", "ordered": "data=ordered",
               "writeback": "data=writeback", "none": "no journal"}
-
-
-def _payload(n: int) -> bytes:
-    """Deterministic, incompressible-looking bytes."""
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += hashlib.sha256(i.to_bytes(8, "little")).digest()
-        i += 1
-    return bytes(out[:n])
 
 
 # ---------------------------------------------------------------------------- images

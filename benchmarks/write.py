@@ -19,7 +19,6 @@ Ours and the kernel run alternately, best of BENCH_REPEAT (3) runs each.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import shutil
@@ -28,7 +27,17 @@ import sys
 import time
 from pathlib import Path
 
-from common import EXT4KIT, can_mount, loop_mount, run, scratch, timed, timed_pair
+from common import (
+    EXT4KIT,
+    KERNEL_MOUNT_OPTS,
+    can_mount,
+    loop_mount,
+    run,
+    scratch,
+    timed,
+    timed_pair,
+)
+from common import payload as _payload
 
 TREE_FILES = int(os.environ.get("BENCH_TREE_FILES", "100000"))
 BIG_MIB = int(os.environ.get("BENCH_WRITE_MIB", "1024"))
@@ -38,18 +47,6 @@ TREE_REPEAT = int(os.environ.get("BENCH_TREE_REPEAT", "2"))  # ~30 s per ext4kit
 SMALL_DIRS = 10
 SMALL_SIZE = 4096
 CHUNK = 1 << 20
-# kernel mounts: no background inode-table zeroing (ext4lazyinit) during the timed part
-KERNEL_MOUNT_OPTS = "rw,noinit_itable"
-
-
-def _payload(n: int) -> bytes:
-    """Deterministic, incompressible-looking bytes."""
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += hashlib.sha256(i.to_bytes(8, "little")).digest()
-        i += 1
-    return bytes(out[:n])
 
 
 # ---------------------------------------------------------------------------- workers
