@@ -78,18 +78,7 @@ def assert_counts_equal(image: Path, fresh: dict, *, what: str = "") -> None:
 
 def rmtree_api(fs, top: str) -> None:
     """rm -r through the API (bottom-up walk; symlinks to directories are unlinked)."""
-    for dirpath, dirnames, filenames in list(fs.walk(top, topdown=False)):
-        base = dirpath.rstrip("/")
-        for name in filenames:
-            fs.unlink(f"{base}/{name}")
-        for name in dirnames:
-            p = f"{base}/{name}"
-            if _stat.S_ISLNK(fs.lstat(p).st_mode):
-                fs.unlink(p)
-            else:
-                fs.rmdir(p)
-    if top.strip("/"):
-        fs.rmdir(top)
+    fs.rmtree(top)
 
 
 def rnd(tag: str, n: int) -> bytes:

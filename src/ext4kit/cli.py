@@ -625,25 +625,10 @@ def rm(image: str, paths: tuple[str, ...], recursive: bool, force: bool) -> int:
             if _stat.S_ISDIR(st.st_mode):
                 if not recursive:
                     raise OSError(21, "Is a directory", path)
-                _rmtree(fs, path)
+                fs.rmtree(path)
             else:
                 fs.unlink(path)
     return 0
-
-
-def _rmtree(fs: Any, top: str) -> None:
-    """Depth-first removal without recursion in Python."""
-    for dirpath, dirnames, filenames in list(fs.walk(top, topdown=False)):
-        for name in filenames:
-            fs.unlink(f"{dirpath.rstrip('/')}/{name}")
-        for name in dirnames:
-            p = f"{dirpath.rstrip('/')}/{name}"
-            if _stat.S_ISLNK(fs.lstat(p).st_mode):
-                fs.unlink(p)
-            else:
-                fs.rmdir(p)
-    if top.strip("/"):
-        fs.rmdir(top)
 
 
 @main.command(name="mkdir")

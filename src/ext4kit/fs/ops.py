@@ -203,6 +203,23 @@ class WriteOps:
             child.set_links(0)
             self._release_inode(h, child)
 
+    def rmtree(self: WritableFileSystem, top: Any) -> None:
+        """``rm -r``: a bottom-up walk (no recursion); symlinks to directories are unlinked,
+        not followed."""
+        top = os.fsdecode(self._bpath(top))
+        for dirpath, dirnames, filenames in list(self.walk(top, topdown=False)):
+            base = dirpath.rstrip("/")
+            for name in filenames:
+                self.unlink(f"{base}/{name}")
+            for name in dirnames:
+                p = f"{base}/{name}"
+                if _stat.S_ISLNK(self.lstat(p).st_mode):
+                    self.unlink(p)
+                else:
+                    self.rmdir(p)
+        if top.strip("/"):
+            self.rmdir(top)
+
     # ------------------------------------------------------------------ names
     def unlink(self: WritableFileSystem, path: Any) -> None:
         from . import dirwrite
