@@ -212,15 +212,9 @@ class WritableFileSystem(WriteOps, FileSystem):
         return _inode.inode_csum_seed(self.csum_seed, inode.ino, inode.generation)
 
     def get_inode(self, ino: int) -> Inode:
-        """Inodes this process wrote come from a cache (already verified, already packed);
-        callers get their own copy to change."""
-        cached = self._icache.get(ino) if hasattr(self, "_icache") else None
-        if cached is None:
-            inode = super().get_inode(ino)
-            if hasattr(self, "_icache"):
-                self._remember_inode(inode)
-        else:
-            inode = Inode(ino, dict(cached.f), cached.raw)
+        """The inode as its users see it: i_size includes data delayed in the page cache.
+        Callers get their own copy to change."""
+        inode = self.disk_inode(ino)
         cache = getattr(self, "cache", None)
         cf = cache.get(ino) if cache is not None else None
         if cf is not None:
@@ -228,11 +222,14 @@ class WritableFileSystem(WriteOps, FileSystem):
         return inode
 
     def disk_inode(self, ino: int) -> Inode:
-        """The inode as it is (to be) on disk: i_disksize, not the cached size."""
-        cached = self._icache.get(ino)
+        """The inode as it is (to be) on disk (i_disksize). Inodes this process wrote come
+        from a cache (already verified, already packed)."""
+        icache = getattr(self, "_icache", None)  # not yet there while the reader initialises
+        cached = icache.get(ino) if icache is not None else None
         if cached is None:
             inode = super().get_inode(ino)
-            self._remember_inode(inode)
+            if icache is not None:
+                self._remember_inode(inode)
             return inode
         return Inode(ino, dict(cached.f), cached.raw)
 
