@@ -9,6 +9,7 @@ import struct
 from ..ondisk import dirent as de
 from ..ondisk.dxhash import dx_hash
 from ..ondisk.groupdesc import BG_INODE_UNINIT
+from . import dirfast
 from . import problems as P
 from .context import Context
 from .scan import live_inodes
@@ -49,8 +50,20 @@ class Pass2:
             for lblk, pblk in blocks:
                 work.append((pblk, ino, lblk))
         work.sort()
-        for pblk, ino, lblk in work:
+        # blocks with nothing to report: the array path (dirfast.py), in block order
+        arrs = dirfast.InodeArrays(ctx, st) if work else None
+        counts: list = []
+        chunk = None
+        cleared_at = 0
+        for k, (pblk, ino, lblk) in enumerate(work):
             if ino in st.cleared:
+                continue
+            if arrs is not None and k % dirfast.CHUNK == 0:
+                chunk = dirfast.classify(ctx, st, arrs, work[k: k + dirfast.CHUNK],
+                                         self.dx_blocks, self.htree_bad)
+                cleared_at = len(st.cleared)
+            if chunk is not None and chunk.fast[k % dirfast.CHUNK] and \
+                    dirfast.apply(st, chunk, k % dirfast.CHUNK, ino, cleared_at, counts):
                 continue
             if pblk == 0:
                 if ctx.ask(P.DIR_HOLE, ino=ino, lblk=lblk):
@@ -58,6 +71,7 @@ class Pass2:
                         ctx.fail("allocating directory blocks is not supported here")
                 continue
             self.check_block(ino, lblk, pblk)
+        dirfast.merge_counts(st, counts)
         for ino in sorted(st.inline_dirs):
             if ino not in st.cleared:
                 self.check_inline_dir(ino)

@@ -4,6 +4,7 @@ reach it; unattached inodes reconnected to lost+found, or cleared when empty."""
 from __future__ import annotations
 
 from . import problems as P
+from .arrays import link_mismatches
 from .context import Context
 from .pass3 import Pass3
 from .state import (
@@ -33,10 +34,8 @@ class Pass4:
     def run(self) -> None:
         ctx, st = self.ctx, self.st
         skip = {ctx.sb.f["s_journal_inum"]} if ctx.sb.has_compat("has_journal") else set()
-        refs = st.refs
         # only inodes whose link count differs from the entries counted can need a look
-        todo = [ino for ino, raw in st.inodes.items()
-                if (raw[26] | raw[27] << 8) != refs.get(ino, 0) or refs.get(ino, 0) > 65000]
+        todo = link_mismatches(ctx, st)
         todo.append(ROOT_INO)
         for ino in sorted(set(todo)):
             if ino not in st.inodes:

@@ -9,8 +9,9 @@ import numpy as np
 from ..fs import alloc
 from ..ondisk.groupdesc import BG_BLOCK_UNINIT, BG_INODE_UNINIT
 from . import problems as P
+from .arrays import used_inodes
 from .context import Context, pack_bits, unpack_bits
-from .state import State, links_of
+from .state import State
 
 
 def _ranges(idx: np.ndarray, sign: str, base: int) -> list[tuple[int, int, str]]:
@@ -208,11 +209,9 @@ class Pass5:
     def check_inodes(self) -> None:
         ctx, st = self.ctx, self.st
         ipg = ctx.ipg
-        used_inos = [i for i, raw in st.inodes.items()
-                     if i not in st.cleared and (i < ctx.first_ino or links_of(raw) or i == 2)]
+        used_inos = used_inodes(ctx, st)
         dir_inos = [i for i in list(st.dirs) + list(st.inline_dirs) if i not in st.cleared]
-        used_arr = np.asarray(sorted(set(used_inos) | set(range(1, min(ctx.first_ino, ctx.inodes_count + 1)))),
-                              dtype=np.int64)
+        used_arr = np.union1d(used_inos, np.arange(1, min(ctx.first_ino, ctx.inodes_count + 1), dtype=np.int64))
         dir_arr = np.asarray(sorted(set(dir_inos)), dtype=np.int64)
         grp_of_used = (used_arr - 1) // ipg
         grp_of_dir = (dir_arr - 1) // ipg

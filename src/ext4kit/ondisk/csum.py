@@ -16,6 +16,38 @@ def crc32c_raw(seed: int, data: bytes | bytearray | memoryview) -> int:
     return _crc32c.crc32c(data, value=seed ^ _MASK) ^ _MASK
 
 
+_ZERO_SHIFT: dict[int, list[list[int]]] = {}
+
+
+def _zero_shift_tables(width: int) -> list[list[int]]:
+    """Per seed byte k: ``crc32c_raw(b << 8k, bytes(width))`` for b in 0..255 (the map
+    from a seed to its CRC over ``width`` zero bytes is linear over GF(2))."""
+    t = _ZERO_SHIFT.get(width)
+    if t is None:
+        zeros = bytes(width)
+        t = [[crc32c_raw(b << (8 * k), zeros) for b in range(256)] for k in range(4)]
+        _ZERO_SHIFT[width] = t
+    return t
+
+
+def crc32c_raw_rows(seeds: "np.ndarray", rows: "np.ndarray") -> "np.ndarray":
+    """``crc32c_raw(seeds[i], rows[i])`` for every row of a uint8 matrix: one C call per
+    row from seed 0, then each row's own seed folded in by linearity
+    (``crc(s, d) = crc(0, d) ^ crc(s, zeros(len(d)))``)."""
+    import numpy as np
+
+    n, width = rows.shape
+    mv = memoryview(np.ascontiguousarray(rows, dtype=np.uint8).tobytes())
+    f = _crc32c.crc32c
+    base = np.fromiter((f(mv[a: a + width], _MASK) for a in range(0, n * width, width)),
+                       dtype=np.uint32, count=n) ^ np.uint32(_MASK)
+    s = np.asarray(seeds, dtype=np.uint32)
+    t = _zero_shift_tables(width)
+    for k in range(4):
+        base ^= np.asarray(t[k], dtype=np.uint32)[(s >> np.uint32(8 * k)) & np.uint32(0xFF)]
+    return base
+
+
 def _make_crc16_table() -> list[int]:
     table = []
     for i in range(256):
