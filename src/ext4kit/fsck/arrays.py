@@ -11,11 +11,41 @@ from .state import ROOT_INO, State
 
 
 class InodeArrays:
-    """Mode and link count of the inodes pass 1 kept, as arrays sorted by inode number
-    (compact: a 1 TiB file system with few files costs little)."""
+    """Mode and link count of the inodes pass 1 kept (cleared ones too), as arrays sorted
+    by inode number (compact: a 1 TiB file system with few files costs little)."""
 
-    def __init__(self, ctx: Context, st: State, keep_cleared: bool = False):
+    @staticmethod
+    def of(st: State) -> InodeArrays:
+        """The arrays for ``st.inodes`` now: built once, then only the inodes repairs
+        changed (``st.changed``) are read again; rebuilt when inodes came or went."""
+        a = st.arrays
+        if not isinstance(a, InodeArrays) or a.count != len(st.inodes):
+            a = InodeArrays(st)
+            st.arrays = a
+            return a
+        todo = [i for i in st.changed if i in st.inodes]
+        if todo:
+            want = np.asarray(todo, dtype=np.int64)
+            found, at = a.find(want)
+            if not found.all():
+                a = InodeArrays(st)
+                st.arrays = a
+                return a
+            raws = [st.inodes[i] for i in todo]
+            a.mode[at] = [r[0] | r[1] << 8 for r in raws]
+            a.links[at] = [r[26] | r[27] << 8 for r in raws]
+        return a
+
+    def live(self, st: State) -> np.ndarray:
+        """Mask of the inodes not cleared."""
+        if not st.cleared:
+            return np.ones(len(self.inos), dtype=bool)
+        cl = np.fromiter(st.cleared, dtype=np.int64, count=len(st.cleared))
+        return ~np.isin(self.inos, cl)
+
+    def __init__(self, st: State):
         n = len(st.inodes)
+        self.count = n
         inos = np.fromiter(st.inodes.keys(), dtype=np.int64, count=n)
         joined = b"".join(st.inodes.values())
         isz = len(joined) // n if n else 0
@@ -27,10 +57,6 @@ class InodeArrays:
             vals = list(st.inodes.values())
             mode = np.fromiter((r[0] | r[1] << 8 for r in vals), dtype=np.uint16, count=n)
             links = np.fromiter((r[26] | r[27] << 8 for r in vals), dtype=np.uint16, count=n)
-        if st.cleared and not keep_cleared:
-            cl = np.fromiter(st.cleared, dtype=np.int64, count=len(st.cleared))
-            keep = ~np.isin(inos, cl)
-            inos, mode, links = inos[keep], mode[keep], links[keep]
         order = np.argsort(inos, kind="stable")
         self.inos = inos[order]
         self.mode = mode[order]
@@ -47,8 +73,8 @@ class InodeArrays:
 def used_inodes(ctx: Context, st: State) -> np.ndarray:
     """Sorted inode numbers pass 5 counts as in use: kept by pass 1, not cleared, and
     reserved (below s_first_ino), linked, or the root."""
-    a = InodeArrays(ctx, st)
-    m = (a.inos < ctx.first_ino) | (a.links != 0) | (a.inos == ROOT_INO)
+    a = InodeArrays.of(st)
+    m = a.live(st) & ((a.inos < ctx.first_ino) | (a.links != 0) | (a.inos == ROOT_INO))
     return a.inos[m]
 
 
@@ -57,7 +83,7 @@ def link_mismatches(ctx: Context, st: State) -> list[int]:
     (or counted more than 65,000): the only ones pass 4 must look at."""
     if not st.inodes:
         return []
-    a = InodeArrays(ctx, st, keep_cleared=True)
+    a = InodeArrays.of(st)
     refs = np.zeros(len(a.inos), dtype=np.int64)
     if st.refs:
         k = np.fromiter(st.refs.keys(), dtype=np.int64, count=len(st.refs))

@@ -48,11 +48,13 @@ class Chunk:
         self.dotdot = dotdot  # block index -> '..' inode (logical block 0 only)
 
 
-def classify(ctx: Context, st: State, arrs: InodeArrays, work: list[tuple[int, int, int]],
+def classify(ctx: Context, st: State, work: list[tuple[int, int, int]],
              dx_blocks: dict[int, set[int]], htree_bad: set[int]) -> Chunk:
     """Which of ``work``'s (pblk, ino, lblk) blocks the array path vouches for."""
     bs = ctx.bs
     nb = len(work)
+    arrs = InodeArrays.of(st)
+    alive = arrs.live(st)
     fast = np.zeros(nb, dtype=bool)
     empty: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * nb
     if bs >= 65536 or nb == 0 or not ENABLED:
@@ -155,6 +157,7 @@ def classify(ctx: Context, st: State, arrs: InodeArrays, work: list[tuple[int, i
     bad |= live & (d == ROOT_INO)
     bad |= live & ((nl == 1) & (c0 == 0x2E) | (nl == 2) & (c0 == 0x2E) & (c1 == 0x2E))
     found, at = arrs.find(d)
+    found &= alive[at]
     tmode = np.where(found, arrs.mode[at], 0)
     used = found & ((arrs.links[at] != 0) | (d < ctx.first_ino))
     bad |= live & ~used
@@ -236,8 +239,13 @@ def merge_counts(st: State, counts: list[np.ndarray]) -> None:
     """Add the fast blocks' entry counts to ``st.refs``."""
     if not counts:
         return
-    keys, n = np.unique(np.concatenate(counts), return_counts=True)
+    allt = np.concatenate(counts)
     refs = st.refs
-    get = refs.get
-    for k, v in zip(keys.tolist(), n.tolist()):
-        refs[k] = get(k, 0) + v
+    if refs:  # what the per-block path counted so far joins in
+        allt = np.concatenate([allt, np.repeat(np.fromiter(refs.keys(), dtype=np.int64, count=len(refs)),
+                                               np.fromiter(refs.values(), dtype=np.int64, count=len(refs)))])
+    allt.sort()
+    cut = np.flatnonzero(allt[1:] != allt[:-1]) + 1
+    keys = allt[np.concatenate(([0], cut))]
+    n = np.diff(np.concatenate(([0], cut, [len(allt)])))
+    refs.update(zip(keys.tolist(), n.tolist()))

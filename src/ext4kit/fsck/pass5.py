@@ -211,7 +211,8 @@ class Pass5:
         ipg = ctx.ipg
         used_inos = used_inodes(ctx, st)
         dir_inos = [i for i in list(st.dirs) + list(st.inline_dirs) if i not in st.cleared]
-        used_arr = np.union1d(used_inos, np.arange(1, min(ctx.first_ino, ctx.inodes_count + 1), dtype=np.int64))
+        reserved = np.arange(1, min(ctx.first_ino, ctx.inodes_count + 1), dtype=np.int64)
+        used_arr = np.concatenate([reserved, used_inos[used_inos > len(reserved)]])
         dir_arr = np.asarray(sorted(set(dir_inos)), dtype=np.int64)
         grp_of_used = (used_arr - 1) // ipg
         grp_of_dir = (dir_arr - 1) // ipg

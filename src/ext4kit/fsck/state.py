@@ -76,6 +76,8 @@ class State:
     run_owner: list[int] = field(default_factory=list)
     ea_refs: dict[int, int] = field(default_factory=dict)  # xattr block -> inodes using it
     ea_owner: dict[int, list[int]] = field(default_factory=dict)
+    # EA inode -> references from xattr entries (e_value_inum) of inodes that keep them
+    ea_inode_refs: dict[int, int] = field(default_factory=dict)
     extra_blocks: list[int] = field(default_factory=list)  # allocated by repairs
     freed_blocks: list[int] = field(default_factory=list)  # released by repairs
     # pass 2 results
@@ -84,6 +86,8 @@ class State:
     refs: dict[int, int] = field(default_factory=dict)  # inode -> entries pointing to it
     lost_found: int = 0
     dup_blocks: np.ndarray | None = None
+    # arrays.InodeArrays of ``inodes`` kept between passes (refreshed from ``changed``)
+    arrays: object = None
 
     def claim(self, start: int, length: int, owner: int) -> None:
         self.run_start.append(start)
