@@ -51,15 +51,14 @@ class Pass2:
                 work.append((pblk, ino, lblk))
         work.sort()
         # blocks with nothing to report: the array path (dirfast.py), in block order
-        arrs = dirfast.InodeArrays(ctx, st) if work else None
         counts: list = []
         chunk = None
         cleared_at = 0
         for k, (pblk, ino, lblk) in enumerate(work):
             if ino in st.cleared:
                 continue
-            if arrs is not None and k % dirfast.CHUNK == 0:
-                chunk = dirfast.classify(ctx, st, arrs, work[k: k + dirfast.CHUNK],
+            if k % dirfast.CHUNK == 0:
+                chunk = dirfast.classify(ctx, st, work[k: k + dirfast.CHUNK],
                                          self.dx_blocks, self.htree_bad)
                 cleared_at = len(st.cleared)
             if chunk is not None and chunk.fast[k % dirfast.CHUNK] and \
