@@ -72,10 +72,14 @@ class InodeArrays:
 
 def used_inodes(ctx: Context, st: State) -> np.ndarray:
     """Sorted inode numbers pass 5 counts as in use: kept by pass 1, not cleared, and
-    reserved (below s_first_ino), linked, or the root."""
+    reserved (below s_first_ino), linked, or the root; and those in bad blocks."""
     a = InodeArrays.of(st)
     m = a.live(st) & ((a.inos < ctx.first_ino) | (a.links != 0) | (a.inos == ROOT_INO))
-    return a.inos[m]
+    if not st.bb_inodes:
+        return a.inos[m]
+    # inodes stored in inode-table blocks on the bad blocks list stay marked in use
+    bb = np.fromiter(st.bb_inodes, dtype=np.int64, count=len(st.bb_inodes))
+    return np.union1d(a.inos[m], bb)
 
 
 def link_mismatches(ctx: Context, st: State) -> list[int]:

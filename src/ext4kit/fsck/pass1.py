@@ -14,6 +14,18 @@ from ..ondisk import xattr as xa
 from . import fastpath
 from . import problems as P
 from .context import Context
+from .dups import _drop_claims
+from .p1_badblocks import claimed, inodes_in_bad_blocks, listed_blocks, relocate_tables, where
+from .p1_extents import blocks_needed, build_tree, max_extent_depth
+from .p1_really_dir import looks_like_dir, set_dir_mode
+from .p1_xattr import (
+    apply_pending,
+    check_large_ea_inode,
+    ea_inode_ref,
+    entry_hash_ok,
+    inline_ea_ok,
+    set_ea_inode_ref,
+)
 from .scan import scan
 from .state import (
     BAD_INO,
@@ -57,6 +69,9 @@ _HDR = struct.Struct("<HHHHI")
 _ENT = struct.Struct("<IHHI")
 _IDX = struct.Struct("<IIHH")
 
+_KIND = {S_IFCHR: "character device", S_IFBLK: "block device", S_IFIFO: "named pipe",
+         S_IFSOCK: "socket"}
+
 
 def max_indirect_size(bs: int) -> int:
     ppb = bs // 4
@@ -80,7 +95,8 @@ class BlockWalk:
     """The block claims and counters of one inode (like e2fsck's process_block_struct)."""
 
     __slots__ = ("ino", "raw", "is_dir", "is_reg", "num_blocks", "last_block", "last_init", "leaf_last",
-                 "dir_blocks", "illegal", "clear", "modified", "runs", "gen")
+                 "dir_blocks", "illegal", "clear", "modified", "runs", "gen", "rebuild", "extents",
+                 "nodes")
 
     def __init__(self, ino: int, raw: bytearray, is_dir: bool, is_reg: bool):
         self.ino = ino
@@ -97,6 +113,9 @@ class BlockWalk:
         self.modified = False
         self.runs: list[tuple[int, int]] = []
         self.gen = generation_of(raw)
+        self.rebuild = False  # the extent tree is to be rebuilt (leaf records, node blocks)
+        self.extents: list[bytes] = []
+        self.nodes: list[int] = []
 
 
 class Pass1:
@@ -110,6 +129,9 @@ class Pass1:
         self.journal_ino = sb.f["s_journal_inum"] if sb.has_compat("has_journal") else 0
         self.max_ind = max_indirect_size(ctx.bs)
         self.ea_quota: dict[int, int] = {}
+        self.ea_pending: dict[int, bytearray] = {}
+        self.rebuilds: list[tuple[int, list[bytes], list[int]]] = []
+        self.relocs: list[tuple[int, str, int]] = []  # bitmaps on bad blocks to move
 
     # ------------------------------------------------------------------ metadata
     def mark_metadata(self) -> None:
@@ -133,6 +155,8 @@ class Pass1:
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
         self.mark_metadata()
+        self.st.bb_inodes = inodes_in_bad_blocks(self.ctx, listed_blocks(self.ctx))
+        self.st.bb_inodes.discard(BAD_INO)
         for ino, raw, csum_ok in scan(self.ctx, self.fast_rows):
             self.check_inode(ino, bytearray(raw), csum_ok)
 
@@ -140,6 +164,8 @@ class Pass1:
         """The array path (fastpath.py) for the common regular file; the mask it took."""
         special = {self.journal_ino, *self.quota_inos} - {0}
         cand = fastpath.simple_mask(self.ctx, rows, inos)
+        if self.st.bb_inodes:
+            cand &= ~np.isin(inos, np.fromiter(self.st.bb_inodes, dtype=np.int64))
         if special:
             cand &= ~np.isin(inos, np.fromiter(special, dtype=np.int64))
         took = np.zeros(len(inos), dtype=bool)
@@ -170,6 +196,8 @@ class Pass1:
 
     def check_inode(self, ino: int, raw: bytearray, csum_ok: bool) -> None:
         ctx, st = self.ctx, self.st
+        if ino in st.bb_inodes:
+            return  # in a bad inode-table block: not read (e2fsck's inode_bb_map)
         links = links_of(raw)
         mode = mode_of(raw)
         dtime = U32.unpack_from(raw, 20)[0]
@@ -277,6 +305,13 @@ class Pass1:
             if ctx.ask(P.INLINE_FEATURE, ino=ino):
                 self.clear_inode(ino, raw)
                 return
+        if flags & INLINE_DATA_FL and ctx.inline_data and ino >= ctx.first_ino and not inline_ea_ok(ctx, raw):
+            if ctx.ask(P.INLINE_NO_EA, ino=ino):
+                set_size(raw, 0)
+                flags &= ~INLINE_DATA_FL
+                U32.pack_into(raw, 32, flags)
+                raw[40:100] = bytes(60)
+                self.write(ino, raw)
         if flags & EXTENTS_FL and not ctx.extents:
             if ftype in (S_IFREG, S_IFDIR, S_IFLNK) and header_ok(raw, 40, 60) is None:
                 if ctx.ask(P.EXTENT_FEATURE, ino=ino):
@@ -293,6 +328,12 @@ class Pass1:
                 flags |= EXTENTS_FL
                 U32.pack_into(raw, 32, flags)
                 self.write(ino, raw)
+        if ftype not in (S_IFDIR, S_IFREG, S_IFLNK) and looks_like_dir(ctx, st, ino, raw):
+            if ctx.ask(P.TREAT_AS_DIRECTORY, ino=ino, what=_KIND.get(ftype, "special file")):
+                set_dir_mode(raw)
+                self.write(ino, raw)
+                mode = mode_of(raw)
+                ftype = S_IFDIR
         if flags & INDEX_FL and (ftype != S_IFDIR or not ctx.dir_index):
             if ctx.ask(P.HTREE_NO_FEATURE, ino=ino):
                 flags &= ~INDEX_FL
@@ -508,6 +549,8 @@ class Pass1:
             return
         for s, n in w.runs:
             st.claim(s, n, ino)
+        if w.rebuild and w.extents:
+            self.rebuilds.append((ino, w.extents, w.nodes))
         if w.modified:
             self.write(ino, raw)
         if w.is_dir and ino in st.dirs:
@@ -553,7 +596,7 @@ class Pass1:
             elif nblock < w.last_block + 1:
                 if (w.last_block + 1) - nblock > ctx.sb.f["s_prealloc_dir_blocks"]:
                     bad = True
-        elif mode == S_IFREG or w.ino < ctx.first_ino:
+        elif w.ino != BAD_INO and (mode == S_IFREG or w.ino < ctx.first_ino):
             if flags & INLINE_DATA_FL:
                 return
             if w.last_init >= 0 and size < w.last_init * ctx.bs and not flags & VERITY_FL:
@@ -568,7 +611,23 @@ class Pass1:
                 want &= 0xFFFFFFFF
             if ctx.ask(P.BAD_I_SIZE, ino=w.ino, value=size, want=want):
                 set_size(raw, want)
+                if mode == S_IFREG:
+                    self.note_large_file(want)
                 self.write(w.ino, raw)
+
+    def note_large_file(self, size: int) -> None:
+        """libext2fs' ext2fs_inode_size_set: a regular file of 2 GiB or more turns on
+        large_file (and a revision 0 file system becomes dynamic)."""
+        ctx = self.ctx
+        f = ctx.sb.f
+        if size < 0x80000000 or (ctx.sb.has_ro("large_file") and f["s_rev_level"] > 0):
+            return
+        f["s_feature_ro_compat"] |= 0x2
+        if f["s_rev_level"] == 0:
+            f["s_rev_level"] = 1
+            f["s_first_ino"] = 11
+            f["s_inode_size"] = 128
+        ctx.dirty_super()
 
     # ------------------------------------------------------------------ xattrs
     def check_ibody_ea(self, ino: int, raw: bytearray) -> int:
@@ -580,10 +639,6 @@ class Pass1:
         extra = U16.unpack_from(raw, 128)[0]
         hoff = 128 + extra
         if extra & 3 or hoff + 4 > ctx.isz or U32.unpack_from(raw, hoff)[0] != xa.XATTR_MAGIC:
-            flags = flags_of(raw)
-            if flags & INLINE_DATA_FL and ctx.inline_data and mode_of(raw) & S_IFMT in (S_IFREG, S_IFDIR, S_IFLNK):
-                if ctx.ask(P.INLINE_NO_EA, ino=ino):
-                    ctx.fail("rebuilding inline data is not supported")
             return 0
         storage = ctx.isz - hoff
         used = bytearray(storage)
@@ -591,7 +646,9 @@ class Pass1:
         remain = storage - 4
         off = start
         quota = 0
-        problem = None
+        problem: int | None = None
+        why = ""
+        value = 0
 
         def alloc(a: int, n: int) -> bool:
             if a < 0 or a + n > storage or any(used[a: a + n]):
@@ -599,45 +656,63 @@ class Pass1:
             used[a: a + n] = b"\1" * n
             return False
 
-        have_data = False
+        alloc(0, 4)
+        vinums: list[int] = []
         while remain >= 16 and off + 4 <= ctx.isz and U32.unpack_from(raw, off)[0] != 0:
             if off + 16 > ctx.isz:
-                problem = "entry overruns the inode"
+                problem, why = P.EA_INODE_BAD, "entry overruns the inode"
                 break
-            nl, idx, voff, vinum, vsize, _h = xa.ENTRY.unpack_from(raw, off)
+            nl, idx, voff, vinum, vsize, ehash = xa.ENTRY.unpack_from(raw, off)
             elen = (16 + nl + 3) & ~3
             if alloc(off - hoff, elen):
-                problem = "allocation collision"
+                problem, why = P.EA_INODE_BAD, "allocation collision"
                 break
             remain -= 16
             if ((nl + 3) & ~3) > remain:
-                problem = "name length"
+                problem, why = P.EA_INODE_BAD, "name length"
                 break
             remain -= (nl + 3) & ~3
-            if idx == 7 and raw[off + 16: off + 16 + nl] == b"data":
-                have_data = True
+            name = bytes(raw[off + 16: off + 16 + nl])
             if vinum == 0:
                 if vsize > remain:
-                    problem = "value size"
+                    problem, why = P.EA_INODE_BAD, "value size"
                     break
                 if vsize and alloc(4 + voff, (vsize + 3) & ~3):
-                    problem = "allocation collision"
+                    problem, why = P.EA_INODE_BAD, "allocation collision"
+                    break
+                val = bytes(raw[start + voff: start + voff + vsize])
+                if ehash != 0 and not entry_hash_ok(ehash, name, val):
+                    problem, value = P.ATTR_HASH, ehash
                     break
                 remain -= vsize
             else:
-                quota += (vsize + ctx.bs - 1) // ctx.bs
+                code, value, q = check_large_ea_inode(ctx, self.st, ino, raw, name, vinum, vsize, ehash,
+                                                      self.ea_pending)
+                if code:
+                    problem = code
+                    break
+                quota += q
+                vinums.append(vinum)
             off += elen
         if problem is None and off - hoff + 4 <= storage and alloc(off - hoff, 4):
-            problem = "allocation collision"
+            problem, why = P.EA_INODE_BAD, "allocation collision"
         if problem is not None:
-            if ctx.ask(P.EA_INODE_BAD, ino=ino, why=problem):
+            if ctx.ask(problem, ino=ino, why=why, value=value):
                 U32.pack_into(raw, hoff, 0)
                 self.write(ino, raw)
-            return 0
-        if flags_of(raw) & INLINE_DATA_FL and not have_data and ctx.inline_data:
-            if ctx.ask(P.INLINE_NO_EA, ino=ino):
-                ctx.fail("rebuilding inline data is not supported")
+                return 0
+        self.count_ea_inode_refs(raw, start, ctx.isz)
         return quota
+
+    def count_ea_inode_refs(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        """e2fsck's inc_ea_inode_refs: one reference per entry naming a value inode."""
+        refs = self.st.ea_inode_refs
+        off = start
+        while off + 16 <= end and U32.unpack_from(buf, off)[0] != 0:
+            nl, _idx, _voff, vinum, _vsize, _h = xa.ENTRY.unpack_from(buf, off)
+            if vinum:
+                refs[vinum] = refs.get(vinum, 0) + 1
+            off += (16 + nl + 3) & ~3
 
     def check_ea_block(self, ino: int, raw: bytearray, blk: int) -> bool:
         """True when the inode keeps its xattr block (it counts in i_blocks)."""
@@ -647,46 +722,82 @@ class Pass1:
             st.ea_owner[blk].append(ino)
             return True
         try:
-            buf = ctx.block(blk)
+            buf = bytearray(ctx.block(blk))
         except (IndexError, OSError):
-            buf = bytes(ctx.bs)
+            buf = bytearray(ctx.bs)
+        bs = ctx.bs
         magic, refcount, nblocks, _h, _c, _r = xa.BLOCK_HEADER.unpack_from(buf, 0)
-        why = None
+        problem: int | None = None
+        why = ""
+        value = 0
+        q = 1
         if magic != xa.XATTR_MAGIC:
-            why = "bad magic"
+            problem, why = P.EA_BLOCK_BAD, "bad magic"
         elif nblocks != 1:
-            why = "h_blocks is not 1"
+            problem, why = P.EA_BLOCK_BAD, "h_blocks is not 1"
         else:
-            entries, err = xa.parse_entries(buf, 32, ctx.bs)
-            if err:
-                why = err
-            else:
-                end_names = 32
-                q = 0
-                for e in entries:
-                    end_names = max(end_names, 32 + 16 + len(e.name))
-                    if e.value_inum:
-                        q += (e.value_size + ctx.bs - 1) // ctx.bs
-                    elif e.value_size:
-                        if e.value_offs + e.value_size > ctx.bs or e.value_offs < 32:
-                            why = "value out of the block"
+            used = bytearray(bs)
+
+            def alloc(a: int, n: int) -> bool:
+                if a < 0 or a + n > bs or any(used[a: a + n]):
+                    return True
+                used[a: a + n] = b"\1" * n
+                return False
+
+            alloc(0, 32)
+            off = 32
+            while off + 4 <= bs and U32.unpack_from(buf, off)[0] != 0:
+                if off + 16 > bs:
+                    problem, why = P.EA_BLOCK_BAD, "allocation collision"
+                    break
+                nl, idx, voff, vinum, vsize, ehash = xa.ENTRY.unpack_from(buf, off)
+                if alloc(off, (16 + nl + 3) & ~3):
+                    problem, why = P.EA_BLOCK_BAD, "allocation collision"
+                    break
+                if idx == 0:
+                    problem, why = P.EA_BLOCK_BAD, "bad name"
+                    break
+                name = bytes(buf[off + 16: off + 16 + nl])
+                if vinum == 0:
+                    if voff + vsize > bs:
+                        problem, why = P.EA_BLOCK_BAD, "value out of the block"
+                        break
+                    if vsize and alloc(voff, (vsize + 3) & ~3):
+                        problem, why = P.EA_BLOCK_BAD, "allocation collision"
+                        break
+                    if not entry_hash_ok(ehash, name, bytes(buf[voff: voff + vsize])):
+                        if ctx.ask(P.ATTR_HASH, ino=ino, value=ehash):
+                            problem = -1  # cleared
                             break
-                self.ea_quota[blk] = q
-        if why is not None:
-            if ctx.ask(P.EA_BLOCK_BAD, ino=ino, block=blk, why=why):
+                else:
+                    code, value, eq = check_large_ea_inode(ctx, st, ino, raw, name, vinum, vsize, ehash,
+                                                           self.ea_pending)
+                    if code:
+                        if ctx.ask(code, ino=ino, value=value, block=blk):
+                            problem = -1
+                            break
+                    q += eq
+                off += (16 + nl + 3) & ~3
+            else:
+                if alloc(off, 4):
+                    problem, why = P.EA_BLOCK_BAD, "allocation collision"
+        if problem is not None:
+            if problem == -1 or ctx.ask(problem, ino=ino, block=blk, why=why, value=value):
                 U32.pack_into(raw, 104, 0)
                 if ctx.is64:
                     U16.pack_into(raw, 118, 0)
                 self.write(ino, raw)
                 return False
-            return False
-        if ctx.metadata_csum:
-            want = xa.block_checksum(ctx.csum_seed, blk, buf)
+            if magic != xa.XATTR_MAGIC or nblocks != 1:
+                return False
+        if ctx.metadata_csum and problem is None:
+            want = xa.block_checksum(ctx.csum_seed, blk, bytes(buf))
             if want != _c:
-                if ctx.ask(P.EA_CSUM, block=blk):
-                    nb = bytearray(buf)
-                    U32.pack_into(nb, xa.CHECKSUM_OFFSET, want)
-                    ctx.write_block(blk, nb)
+                if ctx.ask(P.EA_CSUM, ino=ino, block=blk):
+                    U32.pack_into(buf, xa.CHECKSUM_OFFSET, want)
+                    ctx.write_block(blk, buf)
+        self.ea_quota[blk] = q - 1
+        self.count_ea_inode_refs(buf, 32, bs)
         st.ea_refs[blk] = 1
         st.ea_owner[blk] = [ino]
         st.claim(blk, 1, ino)
@@ -694,6 +805,10 @@ class Pass1:
 
     def check_ea_refcounts(self) -> None:
         ctx, st = self.ctx, self.st
+        apply_pending(ctx, st, self.ea_pending)
+        relocate_tables(ctx, st, self.relocs)
+        self.relocs = []
+        self.rebuild_extent_trees()
         for blk, _n in st.ea_refs.items():
             owners = [i for i in st.ea_owner[blk] if i not in st.cleared]
             buf = ctx.block(blk)
@@ -705,6 +820,56 @@ class Pass1:
                     if ctx.metadata_csum:
                         U32.pack_into(nb, xa.CHECKSUM_OFFSET, xa.block_checksum(ctx.csum_seed, blk, memoryview(nb)))
                     ctx.write_block(blk, nb)
+        self.check_ea_inodes()
+
+    def rebuild_extent_trees(self) -> None:
+        """Pass 1E for the trees found too deep: repack each tree into its own old node
+        blocks (only when none of them is claimed twice) and release the rest."""
+        ctx, st = self.ctx, self.st
+        todo, self.rebuilds = self.rebuilds, []
+        if not todo:
+            return
+        starts = np.asarray(st.run_start, dtype=np.int64)
+        ends = starts + np.asarray(st.run_len, dtype=np.int64)
+        for ino, extents, nodes in todo:
+            raw = st.inodes.get(ino)
+            if raw is None or ino in st.cleared or not nodes:
+                continue
+            if blocks_needed(len(extents), ctx.bs) > len(nodes):
+                continue
+            if any(int(np.count_nonzero((starts <= b) & (b < ends))) > 1 for b in nodes):
+                continue  # a node block is shared: pass 1B deals with it first
+            root, used = build_tree(ctx, extents, nodes, ino, generation_of(raw))
+            raw[40:100] = root
+            freed = sorted(set(nodes) - set(used))
+            if freed:
+                _drop_claims(st, ino, freed)
+                unit = 1 if ctx.huge_file and flags_of(raw) & HUGE_FILE_FL else ctx.bs // 512
+                have = U32.unpack_from(raw, 28)[0] | (U16.unpack_from(raw, 116)[0] << 32 if ctx.huge_file else 0)
+                want = max(0, have - len(freed) * unit)
+                U32.pack_into(raw, 28, want & 0xFFFFFFFF)
+                if ctx.huge_file:
+                    U16.pack_into(raw, 116, want >> 32)
+            self.write(ino, raw)
+
+    def check_ea_inodes(self) -> None:
+        """The reference counts of EA inodes (e2fsck does this in pass 4: an EA inode with
+        references counts as linked once, and its stored count must match)."""
+        ctx, st = self.ctx, self.st
+        for ino in sorted(st.ea_inode_refs):
+            raw = st.inodes.get(ino)
+            if raw is None or ino in st.cleared or not flags_of(raw) & EA_INODE_FL:
+                continue
+            actual = st.ea_inode_refs[ino]
+            if links_of(raw) != 1:
+                if ctx.ask(P.BAD_REF_COUNT, ino=ino, value=links_of(raw), want=1):
+                    U16.pack_into(raw, 26, 1)
+                    self.write(ino, raw)
+            have = ea_inode_ref(raw)
+            if have != actual and U32.unpack_from(raw, 12)[0] != U32.unpack_from(raw, 8)[0]:
+                if ctx.ask(P.EA_INODE_REF, ino=ino, value=have, want=actual):
+                    set_ea_inode_ref(raw, actual)
+                    self.write(ino, raw)
 
     # ------------------------------------------------------------------ extent trees
     def walk_extents(self, w: BlockWalk) -> None:
@@ -714,8 +879,9 @@ class Pass1:
         depth = U16.unpack_from(raw, 46)[0]
         if why is None and depth > 32:
             why = f"depth {depth} too deep"
-        elif why is None and depth > MAX_EXTENT_DEPTH:
-            ctx.ask(P.EXTENT_TOO_DEEP, ino=w.ino, value=depth)
+        elif why is None and depth > max_extent_depth(ctx.bs):
+            if ctx.ask(P.EXTENT_TOO_DEEP, ino=w.ino, value=depth, want=max_extent_depth(ctx.bs)):
+                w.rebuild = ctx.writable
         if why is not None:
             if ctx.ask(P.EXTENT_HEADER, ino=w.ino, block=0, depth=depth, why=why):
                 w.clear = True
@@ -775,6 +941,8 @@ class Pass1:
             if is_leaf:
                 if length == 0:
                     continue
+                if w.rebuild:
+                    w.extents.append(entry)
                 if w.is_dir:
                     nb = len(w.dir_blocks)
                     if lblk + length > 1 << 22:
@@ -840,6 +1008,8 @@ class Pass1:
                         ctx.write_extent_block(pblk, child, w.ino, w.gen)
                 w.runs.append((pblk, 1))
                 w.num_blocks += 1
+                if w.rebuild:
+                    w.nodes.append(pblk)
                 start_block = max(start_block, lblk)
         if changed:
             hdr = bytearray(node[:12])
@@ -876,21 +1046,80 @@ class Pass1:
                     self.walk_ind(w, b, level, base, bad_blocks)
             base += ppb ** level
 
-    def check_ptr(self, w: BlockWalk, b: int, lblk: int, buf: bytearray, off: int) -> bool:
+    def check_ptr(self, w: BlockWalk, b: int, lblk: int, buf: bytearray, off: int,
+                  data: bool | None = None) -> bool:
+        """e2fsck's process_block checks of one pointer (``data``: a data block, else a
+        map block; by default told by the sign of ``lblk``): False when it is not kept."""
         ctx = self.ctx
-        if ctx.valid_block(b):
+        if data is None:
+            data = lblk >= 0
+        if w.ino == BAD_INO:
+            return self.bad_block_ptr(w, b, lblk, buf, off, data)
+        problem: int | None = None
+        what = ""
+        if w.ino != BAD_INO:
+            bits = ctx.bs.bit_length() - 1 - 10
+            max_blocks = 1 << (31 - bits)
+            if w.is_dir and data and not ctx.largedir and lblk > 1 << (21 - bits):
+                problem, what = P.TOOBIG_BLOCK, "directory"
+            if w.is_dir and w.num_blocks + 1 >= max_blocks:
+                problem, what = P.TOOBIG_BLOCK, "directory"
+            if w.is_reg and w.num_blocks + 1 >= max_blocks:
+                problem, what = P.TOOBIG_BLOCK, "file"
+            if not w.is_dir and not w.is_reg and data and lblk > 0:
+                problem, what = P.TOOBIG_BLOCK, "symlink"
+        if not ctx.valid_block(b):
+            problem = P.ILLEGAL_BLOCK
+        if problem is None:
             return True
         w.illegal += 1
         if w.illegal % 12 == 0 and w.illegal:
             if ctx.ask(P.TOO_MANY_BAD_BLOCKS, ino=w.ino):
                 w.clear = True
                 return False
-        if ctx.ask(P.ILLEGAL_BLOCK, ino=w.ino, lblk=lblk, block=b):
+        if ctx.ask(problem, ino=w.ino, lblk=lblk, block=b, what=what):
             U32.pack_into(buf, off, 0)
             if buf is w.raw:
                 w.modified = True
             return False
         return False
+
+    def bad_block_ptr(self, w: BlockWalk, b: int, lblk: int, buf: bytearray, off: int,
+                      data: bool) -> bool:
+        """A pointer of the bad blocks inode (e2fsck's process_bad_block)."""
+        ctx = self.ctx
+
+        def clear(code: int, **loc: object) -> bool:
+            if ctx.ask(code, block=b, lblk=lblk, **loc):
+                U32.pack_into(buf, off, 0)
+                if buf is w.raw:
+                    w.modified = True
+            return False
+
+        if not ctx.valid_block(b):
+            return clear(P.BB_ILLEGAL_BLOCK)
+        kind, g = where(ctx, b)
+        if not data:
+            if kind or claimed(self.st, b, w.runs):
+                return clear(P.BB_METABLOCK)
+            return True
+        if not kind and not claimed(self.st, b, w.runs):
+            return True
+        if kind in ("primary_super", "primary_gdt"):
+            what = "primary superblock" if kind == "primary_super" else "primary group descriptors block"
+            return clear(P.BB_PRIMARY, what=what)
+        if kind in ("backup_super", "backup_gdt"):
+            what = "superblock" if kind == "backup_super" else "copy of the group descriptors"
+            ctx.ask(P.BB_BACKUP, group=g, what=what, block=b)
+            return False
+        if kind in ("block_bitmap", "inode_bitmap"):
+            if ctx.ask(P.BB_TABLE, group=g, what=kind.replace("_", " "), block=b):
+                self.relocs.append((g, kind, b))
+            return True  # it stays listed (and in use) wherever the bitmap goes
+        if kind == "inode_table":
+            return False
+        # one of the bad blocks inode's own indirect blocks
+        return clear(P.BB_METABLOCK)
 
     def data_block(self, w: BlockWalk, lblk: int, b: int) -> None:
         w.num_blocks += 1
@@ -925,7 +1154,9 @@ class Pass1:
         valid = (vals >= ctx.first_data_block) & (vals < ctx.blocks_count)
         changed = False
         span = (ctx.bs // 4) ** (level - 1)
-        if level == 1 and valid.all() and not w.is_dir:
+        bits = ctx.bs.bit_length() - 1 - 10
+        roomy = w.is_reg and w.ino != BAD_INO and w.num_blocks + len(nz) + 2 < 1 << (31 - bits)
+        if level == 1 and valid.all() and roomy:
             # fast path: a full run of data pointers
             for i, b in zip(nz.tolist(), vals.tolist()):
                 self.data_block(w, base + i, b)
@@ -933,8 +1164,8 @@ class Pass1:
         for i, b in zip(nz.tolist(), vals.tolist()):
             if w.clear:
                 break
-            if not (ctx.first_data_block <= b < ctx.blocks_count):
-                if not self.check_ptr(w, b, base + i * span, buf, 4 * i):
+            if not roomy or not (ctx.first_data_block <= b < ctx.blocks_count):
+                if not self.check_ptr(w, b, base + i * span, buf, 4 * i, data=level == 1):
                     if U32.unpack_from(buf, 4 * i)[0] == 0:
                         changed = True
                     continue

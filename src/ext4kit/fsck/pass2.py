@@ -4,6 +4,7 @@ and the inodes pass 1 found doubtful (judged when an entry reaches them)."""
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from ..ondisk import dirent as de
@@ -12,6 +13,8 @@ from ..ondisk.groupdesc import BG_INODE_UNINIT
 from . import dirfast
 from . import problems as P
 from .context import Context
+from .p2_dirops import add_dir_block
+from .repair import Allocator, RepairError
 from .scan import live_inodes
 from .state import (
     FT_DIR,
@@ -28,16 +31,30 @@ from .state import (
 )
 
 INDEX_FL = 0x1000
+
+
+def special_inodes(ctx: Context) -> set[int]:
+    f = ctx.sb.f
+    return {f["s_usr_quota_inum"], f["s_grp_quota_inum"], f["s_prj_quota_inum"],
+            f["s_orphan_file_inum"]} - {0}
+
 ENCRYPT_FL = 0x800
 _DIRENT = struct.Struct("<IHBB")
 
 
 class Pass2:
-    def __init__(self, ctx: Context, st: State):
+    def __init__(self, ctx: Context, st: State, al: Allocator | None = None):
         self.ctx = ctx
         self.st = st
+        self.al = al  # for the blocks repairs allocate (one is made when none is given)
         self.htree_bad: set[int] = set()
         self.dx_blocks: dict[int, set[int]] = {}  # dir -> lblks that are htree nodes
+
+    @functools.cached_property
+    def special(self) -> set[int]:
+        """Inodes no entry may name although they are past s_first_ino (e2fsck's
+        PR_2_BAD_INO): the quota files and the orphan file."""
+        return special_inodes(self.ctx)
 
     def run(self) -> None:
         ctx, st = self.ctx, self.st
@@ -159,12 +176,18 @@ class Pass2:
         encrypted = bool(flags_of(raw) & ENCRYPT_FL)
         modified = False
         csum_bad = False
+        want_tail = False
         end = bs
         if ctx.metadata_csum and not is_dx:
             if de.has_tail(memoryview(buf)):
                 end = bs - de.TAIL_SIZE
                 seed = ctx.inode_seed(ino, generation_of(raw))
                 csum_bad = de.leaf_checksum(seed, memoryview(buf)) != de.stored_leaf_checksum(memoryview(buf))
+            elif self.chain_corrupt(buf):
+                # e2fsck counts a block whose rec_len chain is broken as having a tail:
+                # its entries end before the tail, which is written with the repairs
+                end = bs - de.TAIL_SIZE
+                want_tail = True
             elif not (is_dx and not is_dx_root):
                 if self.make_tail_room(buf):
                     if ctx.ask(P.DIR_NO_TAIL, ino=ino, lblk=lblk):
@@ -215,44 +238,55 @@ class Pass2:
             name = bytes(buf[off + 8: off + 8 + nl])
             cleared = False
             if dot_state == 0:
-                if dino != ino or name != b".":
-                    if name != b".":
-                        if ctx.ask(P.MISSING_DOT, ino=ino):
-                            if rl < 12:
-                                ctx.fail("no room")
-                            else:
-                                _DIRENT.pack_into(buf, off, ino, rl_raw, 1, FT_DIR if ctx.filetype else 0)
-                                buf[off + 8: off + 12] = b".\0\0\0"
-                                dino, name = ino, b"."
-                                modified = True
-                    elif ctx.ask(P.BAD_DOT, ino=ino, target=dino):
-                        U32.pack_into(buf, off, ino)
-                        dino = ino
-                        modified = True
-                if name == b"." and rl > 12 and not is_dx_root:
-                    if ctx.ask(P.SPLIT_DOT, ino=ino, dir=ino):
+                # e2fsck's check_dot: a missing or misnamed first entry becomes '.'
+                created = False
+                dproblem = None
+                if dino == 0:
+                    dproblem = P.MISSING_DOT
+                elif name != b".":
+                    dproblem = P.FIRST_NOT_DOT
+                if dproblem is not None and ctx.ask(dproblem, ino=ino, target=dino,
+                                                    name=name.decode("utf-8", "backslashreplace")):
+                    _DIRENT.pack_into(buf, off, ino, rl_raw, 1, FT_DIR if ctx.filetype else 0)
+                    buf[off + 8: off + 12] = b".\0\0\0"
+                    dino, name = ino, b"."
+                    modified = created = True
+                if dino != ino and ctx.ask(P.BAD_DOT, ino=ino, target=dino):
+                    U32.pack_into(buf, off, ino)
+                    dino = ino
+                    modified = True
+                if rl - 12 > 12 and not is_dx_root:
+                    if created or ctx.ask(P.SPLIT_DOT, ino=ino, dir=ino):
                         U16.pack_into(buf, off + 4, 12)
-                        _DIRENT.pack_into(buf, off + 12, 0, rl - 12, 0, 0)
+                        # a following '..' stays for the next step to check
+                        if bytes(buf[off + 20: off + 23]) != b"..\0":
+                            _DIRENT.pack_into(buf, off + 12, 0, rl - 12, 0, 0)
                         rl = 12
                         modified = True
                 dot_state = 1
-                if name == b".":
-                    st.refs[ino] = st.refs.get(ino, 0) + 1
+                if dino:
+                    st.refs[dino] = st.refs.get(dino, 0) + 1
                 prev = off
                 off += rl
                 continue
             if dot_state == 1:
                 dot_state = 2
-                if name != b"..":
-                    if ctx.ask(P.MISSING_DOT_DOT, ino=ino):
-                        if rl < 12:
-                            ctx.fail("no room")
-                        else:
-                            # e2fsck turns this entry into '..' (inode 0: pass 3 sets it)
-                            _DIRENT.pack_into(buf, off, 0, rl_raw, 2, FT_DIR if ctx.filetype else 0)
-                            buf[off + 8: off + 12] = b"..\0\0"
-                            modified = True
+                dproblem = None
+                if dino == 0:
+                    dproblem = P.MISSING_DOT_DOT
+                elif name != b"..":
+                    dproblem = P.FIRST_NOT_DOT_DOT
+                if dproblem is not None:
+                    if ctx.ask(dproblem, ino=ino, target=dino, name=name.decode("utf-8", "backslashreplace")):
+                        # e2fsck turns this entry into '..' of the root for now; the parent
+                        # is not known yet ('..' stays unknown: pass 3 fixes the entry)
+                        _DIRENT.pack_into(buf, off, ROOT_INO, rl_raw, 2, FT_DIR if ctx.filetype else 0)
+                        buf[off + 8: off + 12] = b"..\0\0"
+                        refs[ROOT_INO] = refs.get(ROOT_INO, 0) + 1
+                        modified = True
                     st.dotdot[ino] = 0
+                    if is_dx_root:
+                        dx_root_end = off + rl
                     prev = off
                     off += rl
                     continue
@@ -270,12 +304,17 @@ class Pass2:
                 continue
             # ordinary entry
             problem = None
-            if (dino != ROOT_INO and dino < ctx.first_ino) or dino > ctx.inodes_count:
+            if dino == ino:
+                problem = P.ENTRY_LINK_DOT
+            elif (dino != ROOT_INO and dino < ctx.first_ino) or dino > ctx.inodes_count \
+                    or dino in self.special:
                 problem = P.ENTRY_BAD_INODE
+            elif name == b".":
+                problem = P.DUP_DOT
+            elif name == b"..":
+                problem = P.DUP_DOT_DOT
             elif nl == 0:
                 problem = P.NULL_NAME
-            elif dino == ino and name == b".":
-                problem = P.ENTRY_LINK_DOT
             elif check_uninit and (dino - 1) // ipg < len(live) and (dino - 1) % ipg >= live[(dino - 1) // ipg]:
                 g = (dino - 1) // ctx.ipg
                 if ctx.ask(P.INOREF_IN_UNINIT, group=g, **_loc(name, ino, dino)):
@@ -303,6 +342,12 @@ class Pass2:
                     cleared = True
                     modified = True
                     U32.pack_into(buf, off, 0)
+            if problem is None and not cleared and encrypted:
+                eproblem = self.encrypted_problem(dino, nl)
+                if eproblem is not None and ctx.ask(eproblem, **_loc(name, ino, dino)):
+                    U32.pack_into(buf, off, 0)
+                    modified = True
+                    cleared = True
             if problem is not None:
                 if ctx.ask(problem, **_loc(name, ino, dino)):
                     U32.pack_into(buf, off, 0)
@@ -345,12 +390,25 @@ class Pass2:
         if dx_root_end is not None:
             pass
         if modified:
+            if want_tail and not de.has_tail(memoryview(buf)):
+                buf[bs - de.TAIL_SIZE:] = _DIRENT.pack(0, de.TAIL_SIZE, 0, de.TAIL_FT) + bytes(4)
             ctx.write_dir_block(pblk, buf, ino, generation_of(raw))
         elif csum_bad:
             if ctx.ask(P.DIR_CSUM, ino=ino, lblk=lblk):
                 ctx.write_dir_block(pblk, buf, ino, generation_of(raw))
 
     def count_nothing(self) -> None:
+        return None
+
+    def encrypted_problem(self, dino: int, nl: int) -> int | None:
+        """e2fsck's check_encrypted_dirent: an encrypted name is at least one cipher block
+        (16 bytes); a file, directory or symlink in an encrypted directory is encrypted."""
+        if nl < 16:
+            return P.BAD_ENCRYPTED_NAME
+        traw = self.st.inodes.get(dino)
+        if traw is not None and mode_of(traw) & S_IFMT in (0o100000, 0o040000, 0o120000) \
+                and not flags_of(traw) & ENCRYPT_FL:
+            return P.UNENCRYPTED_FILE
         return None
 
     def in_uninit(self, dino: int) -> bool:
@@ -389,14 +447,16 @@ class Pass2:
             buf[off: off + n - 8] = buf[off + 8: off + n]
             buf[off + n - 8: off + n] = bytes(8)
             return None
-        if off + rl > end and end - off > 8 and nl + 8 <= end - off and dino <= self.ctx.inodes_count \
-                and b"\0" not in bytes(buf[off + 8: off + 8 + nl]):
+        if off + rl > end and end - off > 8 and de.dirent_size(nl) <= end - off \
+                and dino <= self.ctx.inodes_count and b"\0" not in bytes(buf[off + 8: off + 8 + nl]):
             U16.pack_into(buf, off + 4, end - off)
             return None
         if prev >= 0 and rl and rl % 4 == 0 and off + rl <= end:
             U16.pack_into(buf, prev + 4, U16.unpack_from(buf, prev + 4)[0] + rl)
             return off + rl
         self.salvage_tail(buf, prev, off, end)
+        if prev < 0 and end - off >= 12 and (end - off) % 4 == 0:
+            return None  # an empty entry now spans the block: check it like any other ('.')
         return end
 
     def salvage_tail(self, buf: bytearray, prev: int, off: int, end: int) -> None:
@@ -404,6 +464,19 @@ class Pass2:
             U16.pack_into(buf, prev + 4, end - prev)
         else:
             _DIRENT.pack_into(buf, off, 0, end - off, 0, 0)
+
+    def chain_corrupt(self, buf: bytearray) -> bool:
+        """Whether the rec_len chain breaks before the checksum tail's place (e2fsck's
+        __get_dirent_tail returning 'corrupted')."""
+        bs = self.ctx.bs
+        top = bs - de.TAIL_SIZE
+        off = 0
+        while off < top:
+            rl = de.rec_len_from_disk(U16.unpack_from(buf, off + 4)[0], bs)
+            if rl < 8 or rl & 3 or rl > bs - off:
+                return True
+            off += rl
+        return False
 
     def make_tail_room(self, buf: bytearray) -> bool:
         """Whether the last entry has 12 spare bytes for a checksum tail."""
@@ -436,7 +509,18 @@ class Pass2:
         buf[bs - de.TAIL_SIZE:] = _DIRENT.pack(0, de.TAIL_SIZE, 0, de.TAIL_FT) + bytes(4)
 
     def fill_hole(self, ino: int, lblk: int) -> bool:
-        return False
+        """e2fsck's allocate_dir_block: a new empty block (block 0: '.' and '..' with the
+        root as parent, which pass 3 corrects) mapped into the hole, then checked."""
+        al = self.al
+        if al is None:
+            al = self.al = Allocator(self.ctx, self.st)
+        try:
+            blk = add_dir_block(self.ctx, self.st, al, ino, lblk, ROOT_INO)
+        except RepairError as exc:
+            self.ctx.fail(str(exc))
+            return True
+        self.check_block(ino, lblk, blk)
+        return True
 
     # ------------------------------------------------------------------ inline directories
     def check_inline_dir(self, ino: int) -> None:

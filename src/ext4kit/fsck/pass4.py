@@ -34,6 +34,8 @@ class Pass4:
     def run(self) -> None:
         ctx, st = self.ctx, self.st
         skip = {ctx.sb.f["s_journal_inum"]} if ctx.sb.has_compat("has_journal") else set()
+        # e2fsck's pass 4 leaves the project quota inode and the orphan file alone too
+        skip |= {ctx.sb.f["s_prj_quota_inum"], ctx.sb.f["s_orphan_file_inum"]} - {0}
         # only inodes whose link count differs from the entries counted can need a look
         todo = link_mismatches(ctx, st)
         todo.append(ROOT_INO)

@@ -21,6 +21,10 @@ PREEN_OK = 0x1
 NO_OK = 0x2
 NO_FIX = 0x4
 INFO = 0x8
+# the fix only rewrites a block outside the inodes, bitmaps and superblock (e2fsck's
+# extent-node checksum fix): e2fsck does not count it as modifying the file system, so
+# on its own it leaves the exit code 0
+NOT_CHANGED = 0x10
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,11 @@ EXTENT_HEADER = _p(0x01000E, "EXTENT_HEADER", "inode {ino} has an invalid extent
 EXTENT_BAD_START = _p(0x01000F, "EXTENT_BAD_START", "inode {ino} has an invalid extent (logical {lblk}, physical {block}, len {len})", "Clear")
 EXTENT_ENDS_BEYOND = _p(0x010010, "EXTENT_ENDS_BEYOND", "inode {ino} extent (logical {lblk}, physical {block}, len {len}) ends beyond the file system", "Clear")
 EXTENT_ORDER = _p(0x010011, "EXTENT_ORDER", "inode {ino} has out of order extents (logical {lblk}, physical {block}, len {len})", "Clear")
-EXTENT_CSUM = _p(0x010012, "EXTENT_CSUM", "inode {ino} extent block {block} passes checks, but checksum does not match", "Fix", PREEN_OK)
+EXTENT_CSUM = _p(0x010012, "EXTENT_CSUM", "inode {ino} extent block {block} passes checks, but checksum does not match", "Fix", PREEN_OK | NOT_CHANGED)
 EXTENT_IDX_START = _p(0x010013, "EXTENT_IDX_START", "inode {ino} extent index node starts at {value}, should be {want}", "Fix", PREEN_OK)
 EXTENT_END_OOB = _p(0x010014, "EXTENT_END_OOB", "inode {ino} extent at logical {lblk} is beyond its parent's range", "Clear", PREEN_OK)
 EXTENT_ZERO_LEN = _p(0x010015, "EXTENT_ZERO_LEN", "inode {ino} has a zero-length extent (physical {block})", "Clear")
-EXTENT_TOO_DEEP = _p(0x010016, "EXTENT_TOO_DEEP", "inode {ino} extent tree could be more shallow (depth {value})", "Fix", PREEN_OK | NO_OK)
+EXTENT_TOO_DEEP = _p(0x010016, "EXTENT_TOO_DEEP", "inode {ino} extent tree could be more shallow ({value}; could be <= {want})", "Fix", PREEN_OK | NO_OK)
 EXTENTS_FL_MISSING = _p(0x010017, "EXTENTS_FL_MISSING", "inode {ino} is missing EXTENTS_FL, but is in extent format", "Fix", PREEN_OK)
 FAST_SYMLINK_EXTENT = _p(0x010018, "FAST_SYMLINK_EXTENT", "fast symlink {ino} has EXTENTS_FL set", "Clear")
 DUP_BLOCKS = _p(0x010019, "DUP_BLOCKS", "inode {ino} has {count} multiply-claimed block(s), shared with {shared}", "Clone")
@@ -133,6 +137,19 @@ SPECIAL_HAS_BLOCKS = _p(0x01002F, "SPECIAL_HAS_BLOCKS", "special inode {ino} ({w
 EA_INODE_BAD = _p(0x010030, "EA_INODE_BAD", "inode {ino} extended attribute is corrupt: {why}", "Clear")
 INLINE_NO_EA = _p(0x010031, "INLINE_NO_EA", "inode {ino} has INLINE_DATA_FL flag but extended attribute not found", "Truncate")
 EXTENT_COLLISION = _p(0x010032, "EXTENT_COLLISION", "inode {ino} has a duplicate extent mapping (logical block {lblk}, invalid physical block {block}, len {len})", "Clear")
+TREAT_AS_DIRECTORY = _p(0x0101A0, "TREAT_AS_DIRECTORY", "inode {ino} is a {what} but it looks like it is really a directory", "Fix")
+ATTR_VALUE_EA_INODE = _p(0x0101A1, "ATTR_VALUE_EA_INODE", "inode {ino} has illegal extended attribute value inode {value}", "Clear")
+ATTR_HASH = _p(0x0101A2, "ATTR_HASH", "extended attribute in inode {ino} has a hash ({value}) which is invalid", "Clear")
+ATTR_SET_EA_INODE_FL = _p(0x0101A3, "ATTR_SET_EA_INODE_FL", "EA inode {value} for parent inode {ino} missing EA_INODE flag", "Fix", PREEN_OK)
+ATTR_NO_EA_INODE_FL = _p(0x0101A4, "ATTR_NO_EA_INODE_FL", "inode {ino} has invalid extended attribute. EA inode {value} missing EA_INODE flag", "Clear")
+DUP_DELETE = _p(0x0101A5, "DUP_DELETE", "inode {ino}: multiply-claimed blocks were not cloned ({why})", "Delete file")
+DUP_DEALT = _p(0x0101A6, "DUP_DEALT", "inode {ino}: multiply-claimed blocks already reassigned or cloned", "", INFO | NO_OK)
+TOOBIG_BLOCK = _p(0x0101A7, "TOOBIG_BLOCK", "block #{lblk} ({block}) causes {what} inode {ino} to be too big", "Clear")
+BB_ILLEGAL_BLOCK = _p(0x0101A8, "BB_ILLEGAL_BLOCK", "illegal block #{lblk} ({block}) in bad block inode", "Clear", PREEN_OK)
+BB_PRIMARY = _p(0x0101A9, "BB_PRIMARY", "the {what} ({block}) is on the bad block list; if the block is really bad, the file system cannot be fixed", "Clear")
+BB_BACKUP = _p(0x0101AA, "BB_BACKUP", "warning: group {group}'s {what} ({block}) is bad", "", INFO | NO_OK)
+BB_TABLE = _p(0x0101AB, "BB_TABLE", "{what} for group {group} ({block}) is on the bad block list", "Relocate")
+BB_METABLOCK = _p(0x0101AC, "BB_METABLOCK", "bad block inode has an indirect block ({block}) that conflicts with file system metadata", "Clear")
 
 # --------------------------------------------------------------------- pass 2: directories
 DIR_CORRUPTED = _p(0x020001, "DIR_CORRUPTED", "directory inode {ino}, block #{lblk}, offset {offset}: directory corrupted", "Salvage")
@@ -161,6 +178,11 @@ FINAL_RECLEN = _p(0x020017, "FINAL_RECLEN", "directory inode {ino}, block #{lblk
 DIR_BAD_SIZE = _p(0x020018, "DIR_BAD_SIZE", "directory inode {ino}: block #{lblk} beyond i_size", "Fix", PREEN_OK)
 ENCRYPTED_ENTRY = _p(0x020019, "ENCRYPTED_ENTRY", "encrypted entry '{name}' in {dir} ({ino}) is invalid: {why}", "Clear")
 BAD_INODE_DELAYED = _p(0x02001A, "BAD_INODE", "inode {ino} ({name}) is corrupt: {why}", "Clear")
+FIRST_NOT_DOT = _p(0x020020, "FIRST_NOT_DOT", "first entry '{name}' (inode {target}) in directory inode {ino} should be '.'", "Fix")
+DUP_DOT = _p(0x020021, "DUP_DOT", "entry '{name}' in {dir} ({ino}) is a duplicate '.' entry", "Fix")
+DUP_DOT_DOT = _p(0x020022, "DUP_DOT_DOT", "entry '{name}' in {dir} ({ino}) is a duplicate '..' entry", "Fix")
+BAD_ENCRYPTED_NAME = _p(0x020023, "BAD_ENCRYPTED_NAME", "encrypted entry '{name}' in {dir} ({ino}) is too short", "Clear")
+UNENCRYPTED_FILE = _p(0x020024, "UNENCRYPTED_FILE", "encrypted entry '{name}' in {dir} ({ino}) references unencrypted inode {target}", "Clear")
 
 # --------------------------------------------------------------------- pass 3: connectivity
 NO_ROOT = _p(0x030001, "NO_ROOT", "root inode not allocated", "Allocate")
@@ -172,6 +194,10 @@ NO_SPACE_LPF = _p(0x030006, "NO_SPACE_LPF", "no room in /lost+found for inode {i
 LOOP = _p(0x030007, "LOOP", "directory inode {ino} is part of a loop", "Connect to /lost+found")
 REHASH = _p(0x030008, "REHASH", "directory {ino} needs its htree index rebuilt", "Fix", PREEN_OK | NO_OK)
 REPAIR_FAILED = _p(0x030009, "REPAIR_FAILED", "cannot repair: {why}", "", NO_FIX)
+LPF_ENCRYPTED = _p(0x03000A, "LPF_ENCRYPTED", "/lost+found is encrypted (ino={ino})", "Clear")
+LPF_INLINE = _p(0x03000B, "LPF_INLINE", "/lost+found has inline data (ino={ino})", "Clear")
+LPF_NO_SPACE = _p(0x03000C, "LPF_NO_SPACE", "cannot allocate space for /lost+found ({why}): lost files go in the root directory instead; insufficient space to recover lost files, move data off the file system and re-run fsck", "", INFO | NO_OK)
+EXPAND_LPF = _p(0x03000D, "EXPAND_LPF", "no room in lost+found directory (ino={ino})", "Expand")
 
 # --------------------------------------------------------------------- pass 4: link counts
 UNATTACHED_INODE = _p(0x040001, "UNATTACHED_INODE", "unattached inode {ino}", "Connect to /lost+found")
@@ -194,6 +220,12 @@ INODE_BITMAP_CSUM = _p(0x05000B, "INODE_BITMAP_CSUM", "group {group} inode bitma
 BLOCK_UNINIT_USED = _p(0x05000C, "BLOCK_UNINIT_USED", "group {group} is marked BLOCK_UNINIT but blocks are in use", "Fix", PREEN_OK)
 INODE_UNINIT_USED = _p(0x05000D, "INODE_UNINIT_USED", "group {group} is marked INODE_UNINIT but inodes are in use", "Fix", PREEN_OK)
 ITABLE_UNUSED_WRONG = _p(0x05000E, "ITABLE_UNUSED_WRONG", "group {group} unused inodes count is {value}, should be at most {want}", "Fix", PREEN_OK)
+
+# --------------------------------------------------------------------- quota, e2fsck's PR_6_* (quota.py; 0x0501xx: after pass 5)
+QUOTA_USAGE = _p(0x050101, "QUOTA_USAGE", "[QUOTA WARNING] Usage inconsistent for ID {id}:actual ({space}, {inodes}) != expected ({want_space}, {want_inodes}) (quota type {qtype})", "", INFO)
+QUOTA_MISSING = _p(0x050102, "QUOTA_MISSING", "[QUOTA WARNING] Missing quota entry ID {id} (quota type {qtype})", "", INFO)
+QUOTA_FILE_BAD = _p(0x050103, "QUOTA_FILE_BAD", "quota file of type {qtype} (inode {ino}) cannot be read: {why}", "", INFO)
+QUOTA_UPDATE = _p(0x050104, "QUOTA_UPDATE", "update quota info for quota type {qtype} ({name})", "Update", PREEN_OK)
 
 TABLE: dict[int, Problem] = {p.code: p for p in _P}
 BY_NAME: dict[str, Problem] = {p.name: p for p in _P}

@@ -9,7 +9,7 @@ import numpy as np
 from ..ondisk import dirent as de
 from ..ondisk import extent as ext
 from .context import Context
-from .state import FT_DIR, S_IFDIR, U16, U32, State, flags_of, generation_of, size_of
+from .state import FT_DIR, S_IFDIR, U16, U32, State, flags_of
 
 EXTENTS_FL = 0x80000
 INDEX_FL = 0x1000
@@ -61,7 +61,7 @@ class Allocator:
     def inode(self) -> int:
         ctx, st = self.ctx, self.st
         for ino in range(ctx.first_ino, ctx.inodes_count + 1):
-            if ino not in st.inodes or ino in st.cleared:
+            if (ino not in st.inodes or ino in st.cleared) and ino not in st.bb_inodes:
                 g = (ino - 1) // ctx.ipg
                 if ctx.groups[g].inode_table == 0:
                     continue
@@ -101,60 +101,6 @@ def new_dir_inode(ctx: Context, st: State, al: Allocator, ino: int, parent: int)
     st.refs[ino] = st.refs.get(ino, 0) + 1  # '.'
     st.refs[parent] = st.refs.get(parent, 0) + 1  # '..'
     st.dotdot[ino] = parent
-
-
-def add_entry(ctx: Context, st: State, al: Allocator, dino: int, name: bytes, target: int,
-              ft: int) -> None:
-    """Insert ``name`` -> ``target`` into directory ``dino`` (growing it by a block if full)."""
-    raw = st.inodes.get(dino)
-    if raw is None or dino not in st.dirs:
-        raise RepairError(f"directory {dino} cannot take entries")
-    bs = ctx.bs
-    need = de.dirent_size(len(name))
-    gen = generation_of(raw)
-    if not ctx.filetype:
-        ft = 0
-    for lblk, pblk in st.dirs[dino]:
-        if not pblk:
-            continue
-        buf = bytearray(ctx.block(pblk))
-        end = bs - (de.TAIL_SIZE if ctx.metadata_csum and de.has_tail(memoryview(buf)) else 0)
-        if flags_of(raw) & INDEX_FL and lblk == 0:
-            continue
-        off = 0
-        while off < end:
-            ino, rl_raw, nl, _ = de.DIRENT.unpack_from(buf, off)
-            rl = de.rec_len_from_disk(rl_raw, bs)
-            if rl < 8 or off + rl > end:
-                break
-            used = de.dirent_size(nl) if ino else 0
-            if rl - used >= need:
-                if ino:
-                    U16.pack_into(buf, off + 4, used)
-                    noff, nrl = off + used, rl - used
-                else:
-                    noff, nrl = off, rl
-                buf[noff: noff + nrl] = de.pack_entry(target, nrl, name, ft, ctx.filetype)
-                ctx.write_dir_block(pblk, buf, dino, gen)
-                return
-            off += rl
-    if flags_of(raw) & INDEX_FL:
-        raise RepairError(f"indexed directory {dino} is full")
-    # grow by one block
-    blocks = st.dirs[dino]
-    lblk = blocks[-1][0] + 1 if blocks else 0
-    goal = blocks[-1][1] + 1 if blocks else 0
-    blk = al.block(goal)
-    map_block(ctx, raw, lblk, blk)
-    buf = de.pack_block([(target, name, ft)], bs, ctx.filetype, csum_tail=ctx.metadata_csum)
-    ctx.write_dir_block(blk, bytearray(buf), dino, gen)
-    blocks.append((lblk, blk))
-    size = size_of(raw)
-    U32.pack_into(raw, 4, (lblk + 1) * bs)
-    if size >> 32:
-        U32.pack_into(raw, 108, 0)
-    U32.pack_into(raw, 28, U32.unpack_from(raw, 28)[0] + bs // 512)
-    st.changed.add(dino)
 
 
 def map_block(ctx: Context, raw: bytearray, lblk: int, blk: int) -> None:

@@ -87,7 +87,9 @@ class Report:
         if self.error is not None:
             return FSCK_ERROR
         rc = 0
-        if any(f.fixed for f in self.findings):
+        # a fix flagged NOT_CHANGED (e2fsck rewrites the block without marking the file
+        # system changed, e.g. a non-root extent block's checksum) does not count
+        if any(f.fixed and not f.problem.flags & P.NOT_CHANGED for f in self.findings):
             rc |= FSCK_NONDESTRUCT
         if self.aborted is not None:
             rc |= FSCK_ERROR | FSCK_UNCORRECTED

@@ -78,6 +78,9 @@ class State:
     ea_owner: dict[int, list[int]] = field(default_factory=dict)
     # EA inode -> references from xattr entries (e_value_inum) of inodes that keep them
     ea_inode_refs: dict[int, int] = field(default_factory=dict)
+    # inodes stored in inode-table blocks the bad blocks inode lists: pass 1 skips them,
+    # they stay marked in use and entries naming them are cleared (e2fsck's inode_bb_map)
+    bb_inodes: set[int] = field(default_factory=set)
     extra_blocks: list[int] = field(default_factory=list)  # allocated by repairs
     freed_blocks: list[int] = field(default_factory=list)  # released by repairs
     # pass 2 results
