@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,8 @@ class Context:
         self._asked: dict[tuple, bool] = {}
         self.restart = False
         self.bad_tables: set[int] = set()  # groups whose bitmaps / table lie outside the fs
+        # progress(pass_no, done, total): a terminal's progress bar (None: nobody watches)
+        self.progress: Callable[[int, int, int], None] | None = None
 
     # ------------------------------------------------------------------ answers
     def ask(self, code: int, **loc: Any) -> bool:

@@ -75,6 +75,8 @@ class Pass2:
             if ino in st.cleared:
                 continue
             if k % dirfast.CHUNK == 0:
+                if ctx.progress is not None:
+                    ctx.progress(2, k, len(work))
                 chunk = dirfast.classify(ctx, st, work[k: k + dirfast.CHUNK],
                                          self.dx_blocks, self.htree_bad)
                 cleared_at = len(st.cleared)

@@ -19,6 +19,38 @@ class RepairError(Exception):
     pass
 
 
+def claimed_blocks(ctx: Context, st: State) -> np.ndarray:
+    """One bool per block: claimed by an inode pass 1 kept (not cleared), by metadata, or
+    by a repair. The claims are merged into disjoint runs first (vectorised)."""
+    n = ctx.blocks_count
+    start = np.asarray(st.run_start, dtype=np.int64)
+    end = start + np.asarray(st.run_len, dtype=np.int64)
+    if st.cleared and len(start):
+        keep = ~np.isin(np.asarray(st.run_owner, dtype=np.int64),
+                        np.fromiter(st.cleared, dtype=np.int64, count=len(st.cleared)))
+        start, end = start[keep], end[keep]
+    start = np.clip(start, 0, n)
+    end = np.clip(end, 0, n)
+    ok = end > start
+    start, end = start[ok], end[ok]
+    bm = np.zeros(n, dtype=bool)
+    if len(start):
+        order = np.argsort(start, kind="stable")
+        start, end = start[order], np.maximum.accumulate(end[order])
+        first = np.ones(len(start), dtype=bool)
+        first[1:] = start[1:] > end[:-1]
+        heads = np.nonzero(first)[0]
+        tails = np.append(heads[1:] - 1, len(start) - 1)
+        diff = np.zeros(n + 1, dtype=np.int8)
+        diff[start[heads]] = 1
+        np.subtract.at(diff, end[tails], 1)
+        bm = np.cumsum(diff[:-1], dtype=np.int8) > 0
+    bm[: ctx.first_data_block] = True
+    if st.extra_blocks:
+        bm[np.asarray(st.extra_blocks, dtype=np.int64)] = True
+    return bm
+
+
 class Allocator:
     def __init__(self, ctx: Context, st: State):
         self.ctx = ctx
@@ -27,21 +59,7 @@ class Allocator:
 
     def _block_map(self) -> np.ndarray:
         if self._blocks is None:
-            ctx, st = self.ctx, self.st
-            used = np.zeros(ctx.blocks_count + 1, dtype=np.int32)
-            cleared = st.cleared
-            for s, n, o in zip(st.run_start, st.run_len, st.run_owner):
-                if o in cleared:
-                    continue
-                s = min(max(s, 0), ctx.blocks_count)
-                e = min(s + n, ctx.blocks_count)
-                used[s] += 1
-                used[e] -= 1
-            bm = np.cumsum(used[:-1]) > 0
-            bm[: ctx.first_data_block] = True
-            for b in st.extra_blocks:
-                bm[b] = True
-            self._blocks = bm
+            self._blocks = claimed_blocks(self.ctx, self.st)
         return self._blocks
 
     def block(self, goal: int = 0) -> int:

@@ -50,7 +50,10 @@ def scan(ctx: Context, fast: FastPath | None = None) -> Iterator[tuple[int, byte
     csum = ctx.metadata_csum
     seed = ctx.csum_seed
     bad_tables = ctx.bad_tables
+    progress = ctx.progress
     for g in range(ctx.ngroups):
+        if progress is not None and g % 64 == 0:
+            progress(1, g, ctx.ngroups)
         n = live_inodes(ctx, g)
         if n == 0 or g in bad_tables or not table_ok(ctx, g):
             continue

@@ -7,6 +7,10 @@ matches ``ext4_chksum``. The heavy lifting is done by the C-accelerated ``crc32c
 from __future__ import annotations
 
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _load_crc32c() -> ModuleType:
@@ -63,7 +67,7 @@ def _zero_shift_tables(width: int) -> list[list[int]]:
 _TABLE: list = []
 
 
-def _byte_table() -> "np.ndarray":
+def _byte_table() -> np.ndarray:
     import numpy as np
 
     if not _TABLE:
@@ -72,7 +76,7 @@ def _byte_table() -> "np.ndarray":
     return _TABLE[0]
 
 
-def crc32c_raw_rows(seeds: "np.ndarray", rows: "np.ndarray") -> "np.ndarray":
+def crc32c_raw_rows(seeds: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``crc32c_raw(seeds[i], rows[i])`` for every row of a uint8 matrix: one C call per
     row from seed 0, then each row's own seed folded in by linearity
     (``crc(s, d) = crc(0, d) ^ crc(s, zeros(len(d)))``)."""
@@ -90,9 +94,9 @@ def crc32c_raw_rows(seeds: "np.ndarray", rows: "np.ndarray") -> "np.ndarray":
     base = np.fromiter((f(mv[a: a + width], _MASK) for a in range(0, n * width, width)),
                        dtype=np.uint32, count=n) ^ np.uint32(_MASK)
     s = np.asarray(seeds, dtype=np.uint32)
-    t = _zero_shift_tables(width)
+    zt = _zero_shift_tables(width)
     for k in range(4):
-        base ^= np.asarray(t[k], dtype=np.uint32)[(s >> np.uint32(8 * k)) & np.uint32(0xFF)]
+        base ^= np.asarray(zt[k], dtype=np.uint32)[(s >> np.uint32(8 * k)) & np.uint32(0xFF)]
     return base
 
 
