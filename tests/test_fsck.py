@@ -105,6 +105,46 @@ def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
 
 
 @needs_e2fs
+def test_without_f_a_clean_file_system_is_skipped_like_e2fsck(tmp_path: Path) -> None:
+    """No -f: a clean file system is not checked ("clean, U/N files, B/T blocks", exit 0,
+    the same line as e2fsck's); with errors recorded, or a leak under -f, it is."""
+    img = mkimg(tmp_path / "a.img")
+    exe = [sys.executable, "-m", "ext4kit", "fsck"]
+    with ext4kit.open(img) as fs:
+        bb = fs.groups[0].block_bitmap
+    raw = bytearray(img.read_bytes())
+    raw[bb * BS + 400] |= 0x01  # a leaked block: only a full check sees it
+    img.write_bytes(bytes(raw))
+    p = subprocess.run(exe + ["-n", str(img)], capture_output=True, text=True)
+    e2 = subprocess.run([E2FSCK, "-n", str(img)], capture_output=True, text=True)
+    assert p.returncode == e2.returncode == 0
+    assert p.stdout.strip().splitlines()[-1] == e2.stdout.strip().splitlines()[-1]
+    assert subprocess.run(exe + ["-fn", str(img)], capture_output=True).returncode == 4
+    raw = bytearray(img.read_bytes())
+    raw[1024 + 0x3A] |= 0x02  # s_state: errors
+    img.write_bytes(bytes(raw))
+    assert subprocess.run(exe + ["-n", str(img)], capture_output=True).returncode == 4
+
+
+def test_progress_bar_appears_only_for_long_checks() -> None:
+    from ext4kit.fsck.progress import TerminalProgress
+
+    now = [0.0]
+    bar = TerminalProgress(delay=0.5, clock=lambda: now[0])
+    bar(1, 0, 10)
+    assert bar.bar is None  # a short check prints nothing extra
+    now[0] = 1.0
+    bar(1, 5, 10)
+    assert bar.bar is not None
+    task = bar.bar.tasks[0]
+    assert task.completed == 5 and task.total == 10 and task.description == "Pass 1: inodes"
+    bar(2, 3, 4)
+    assert bar.bar.tasks[0].description == "Pass 2: directories"
+    bar.close()
+    assert bar.bar is None
+
+
+@needs_e2fs
 def test_preen_fixes_safe_problems(tmp_path: Path) -> None:
     img = mkimg(tmp_path / "a.img")
     with ext4kit.open(img, "r+") as fs:

@@ -165,10 +165,18 @@ def fsck_cmd(image: str, no: bool, preen: bool, yes: bool, force: bool, superblo
     from .fsck import fsck as run_fsck
 
     mode = "y" if yes else "p" if preen else "n"
+    progress = None
+    if not as_json and sys.stdout.isatty():
+        from .fsck.progress import TerminalProgress
+
+        progress = TerminalProgress()
     try:
-        report = run_fsck(image, mode, force=force or mode == "n" or True, superblock=superblock)
+        report = run_fsck(image, mode, force=force, superblock=superblock, progress=progress)
     except KeyboardInterrupt:
         return 32
+    finally:
+        if progress is not None:
+            progress.close()
     if as_json:
         click.echo(report.to_json())
     else:
@@ -183,7 +191,10 @@ def fsck_cmd(image: str, no: bool, preen: bool, yes: bool, force: bool, superblo
             click.echo(f"{image}: ***** FILE SYSTEM WAS MODIFIED *****")
         if report.exit_code & 4:
             click.echo(f"{image}: ********** WARNING: Filesystem still has errors **********")
-        if st:
+        if st.get("skipped") == "clean":
+            click.echo(f"{image}: clean, {st['inodes_used']}/{st['inodes']} files, "
+                       f"{st['blocks_used']}/{st['blocks']} blocks")
+        elif st:
             click.echo(f"{image}: {st.get('inodes_in_use', '?')} inodes in use, "
                        f"{st.get('directories', '?')} directories, "
                        f"{st.get('blocks_claimed', '?')} blocks claimed")

@@ -75,7 +75,7 @@ class Context:
         self.restart = False
         self.bad_tables: set[int] = set()  # groups whose bitmaps / table lie outside the fs
         # progress(pass_no, done, total): a terminal's progress bar (None: nobody watches)
-        self.progress: Callable[[int, int, int], None] | None = None
+        self.progress: Callable[[int, int, int], None] | None = report.progress
 
     # ------------------------------------------------------------------ answers
     def ask(self, code: int, **loc: Any) -> bool:

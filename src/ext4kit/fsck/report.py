@@ -81,6 +81,8 @@ class Report:
     runs: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
     dropped: int = 0
+    # progress(pass_no, done, total) for a terminal's bar; not part of the result
+    progress: Any = field(default=None, repr=False, compare=False)
 
     @property
     def exit_code(self) -> int:

@@ -7,12 +7,16 @@ from ..ondisk.groupdesc import BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED
 from ..ondisk.superblock import COMPAT, INCOMPAT, RO_COMPAT
 from . import problems as P
 from .context import Abort, Context
+from .p0_orphans import release_inode, truncate_inode
+from .p0_tables import TablePlan, check_locations
 from .state import U16, U32, links_of
 
 MAX_ORPHANS = 100000
+COMPAT_RESIZE_INODE = 0x10
+INCOMPAT_META_BG = 0x10
 
 
-def check_super(ctx: Context) -> None:
+def check_super(ctx: Context) -> TablePlan:
     sb = ctx.sb
     f = sb.f
     ctx.bad_tables = set()
@@ -41,24 +45,25 @@ def check_super(ctx: Context) -> None:
                 if ctx.ask(P.SB_EXTRA_ISIZE, field=field, value=v, want=want):
                     f[f"s_{field}_extra_isize"] = want
                     ctx.dirty_super()
-    flex = sb.has_incompat("flex_bg")
+    if sb.has_incompat("meta_bg"):
+        dpb = ctx.bs // sb.desc_size
+        desc_blocks = (ctx.ngroups + dpb - 1) // dpb
+        if f["s_first_meta_bg"] > desc_blocks:
+            if ctx.ask(P.FIRST_META_BG_TOO_BIG, value=f["s_first_meta_bg"], want=desc_blocks):
+                f["s_feature_incompat"] &= ~INCOMPAT_META_BG
+                f["s_first_meta_bg"] = 0
+                ctx.dirty_super()
+    plan = check_locations(ctx)
     for g in range(ctx.ngroups):
         gd = ctx.groups[g]
-        first = ctx.group_first(g)
-        last = first + ctx.group_blocks(g) - 1
-        if flex:
-            first, last = ctx.first_data_block, ctx.blocks_count - 1
-        for _what, blk, n, code in (("bb", gd.block_bitmap, 1, P.BB_NOT_GROUP),
-                                   ("ib", gd.inode_bitmap, 1, P.IB_NOT_GROUP),
-                                   ("it", gd.inode_table, ctx.itable_blocks, P.ITABLE_NOT_GROUP)):
-            if blk < first or blk + n - 1 > last:
-                ctx.ask(code, group=g, block=blk)
-                ctx.bad_tables.add(g)
         if ctx.csum_feature:
             want = ctx.gd_checksum(g)
             if want != gd.f["bg_checksum"]:
                 if ctx.ask(P.GD_CSUM, group=g, value=gd.f["bg_checksum"], want=want):
-                    ctx.dirty_group(g)
+                    # e2fsck: a descriptor that fails its checksum cannot be trusted
+                    # about lazily-initialised parts: they are all checked
+                    gd.f["bg_flags"] = gd.flags & ~(BG_BLOCK_UNINIT | BG_INODE_UNINIT)
+                    ctx.set_gd(g, "bg_itable_unused", 0)
             if gd.itable_unused > ctx.ipg:
                 if ctx.ask(P.GD_ITABLE_UNUSED, group=g, value=gd.itable_unused):
                     ctx.set_gd(g, "bg_itable_unused", 0)
@@ -85,6 +90,17 @@ def check_super(ctx: Context) -> None:
         if ctx.ask(P.JOURNAL_RECOVER_SET):
             f["s_feature_incompat"] &= ~0x4
             ctx.dirty_super()
+    # the start of e2fsck's check_resize_inode (pass 1 checks the inode itself)
+    if sb.has_compat("resize_inode") and sb.has_incompat("meta_bg"):
+        if ctx.ask(P.DISABLE_RESIZE_INODE):
+            f["s_feature_compat"] &= ~COMPAT_RESIZE_INODE
+            f["s_reserved_gdt_blocks"] = 0
+            ctx.dirty_super()
+    if not sb.has_compat("resize_inode") and f["s_reserved_gdt_blocks"]:
+        if ctx.ask(P.NONZERO_RESERVED_GDT_BLOCKS, value=f["s_reserved_gdt_blocks"]):
+            f["s_reserved_gdt_blocks"] = 0
+            ctx.dirty_super()
+    return plan
 
 
 def process_orphans(ctx: Context) -> None:
@@ -109,11 +125,21 @@ def process_orphans(ctx: Context) -> None:
         size = U32.unpack_from(raw, 4)[0] | U32.unpack_from(raw, 108)[0] << 32
         if links_of(raw) == 0:
             if ctx.ask(P.ORPHAN_CLEAR, action="Clearing", ino=ino, mode=mode, size=size):
+                if nxt and (nxt < ctx.first_ino or nxt > ctx.inodes_count):
+                    ctx.ask(P.ORPHAN_BAD_INODE, ino=nxt)
+                    return
+                # e2fsck's release_orphan_inode: blocks and inode back to the bitmaps
+                release_inode(ctx, ino, raw)
                 U32.pack_into(raw, 20, ctx.now)
                 ctx.write_inode(ino, raw)
         else:
-            # in use: the truncate it waited for is left to pass 1's size checks
-            if ctx.ask(P.ORPHAN_CLEAR, action="Keeping (in use)", ino=ino, mode=mode, size=size):
+            # in use: the truncate it waited for
+            if ctx.ask(P.ORPHAN_CLEAR, action="Truncating", ino=ino, mode=mode, size=size):
+                if nxt and (nxt < ctx.first_ino or nxt > ctx.inodes_count):
+                    ctx.ask(P.ORPHAN_BAD_INODE, ino=nxt)
+                    return
+                # the blocks past i_size go (what cannot be trimmed here: pass 1 judges)
+                truncate_inode(ctx, ino, raw)
                 U32.pack_into(raw, 20, 0)
                 ctx.write_inode(ino, raw)
         ino = nxt
