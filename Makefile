@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[dev]'
+	$(VPY) -m compileall -q src
 	@touch $(STAMP)
 
 demo: setup
@@ -24,6 +25,8 @@ test: setup
 	$(VPY) -m pytest -q
 
 bench: setup
+	@# bytecode as an installed tool has it (this environment may set PYTHONDONTWRITEBYTECODE)
+	$(VPY) -m compileall -q src
 	$(VPY) benchmarks/run.py
 
 lint: setup
