@@ -251,3 +251,25 @@ def test_append_crash_state(append_states: dict, parts: tuple[str, ...]) -> None
 def test_all_states_enumerated() -> None:
     subsets = [tuple(sorted(c)) for n in (1, 2) for c in itertools.combinations(("data", "inode", "bitmap"), n)]
     assert sorted(subsets) == sorted(CASES)
+
+
+@needs_e2fs
+def test_preen_leaves_extent_tree_optimisation_alone(tmp_path: Path) -> None:
+    """Pass 1E's "could be narrower" is answered no by -p without a word (PREEN_NO), as
+    e2fsck -p does; -y optimises it (f_quota_extent_opt)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_e2fsprogs_images import CORPUS, _decompress
+
+    if not (CORPUS / "f_quota_extent_opt").exists():
+        pytest.skip("e2fsprogs test images not present")
+    img = tmp_path / "q.img"
+    _decompress(CORPUS / "f_quota_extent_opt", img)
+    ref = tmp_path / "r.img"
+    shutil.copyfile(img, ref)
+    e2 = subprocess.run([E2FSCK, "-fp", str(ref)], capture_output=True, text=True)
+    rep = fsck(img, "p")
+    assert rep.exit_code == e2.returncode
+    assert not any(f.code == P.EXTENT_CAN_NARROW for f in rep.findings)
+    rep = fsck(img, "y")
+    assert any(f.code == P.EXTENT_CAN_NARROW and f.answer for f in rep.findings)
+    assert e2fsck_n(img) == 0

@@ -34,6 +34,7 @@ class InodeArrays:
             raws = [st.inodes[i] for i in todo]
             a.mode[at] = [r[0] | r[1] << 8 for r in raws]
             a.links[at] = [r[26] | r[27] << 8 for r in raws]
+            a.depth[at] = [r[46] | r[47] << 8 for r in raws]
         return a
 
     def live(self, st: State) -> np.ndarray:
@@ -53,14 +54,18 @@ class InodeArrays:
             rows = np.frombuffer(joined, dtype=np.uint8).reshape(n, isz)
             mode = rows[:, 0].astype(np.uint16) | rows[:, 1].astype(np.uint16) << 8
             links = rows[:, 26].astype(np.uint16) | rows[:, 27].astype(np.uint16) << 8
+            depth = rows[:, 46].astype(np.uint16) | rows[:, 47].astype(np.uint16) << 8
         else:  # inodes of mixed sizes: one at a time
             vals = list(st.inodes.values())
             mode = np.fromiter((r[0] | r[1] << 8 for r in vals), dtype=np.uint16, count=n)
             links = np.fromiter((r[26] | r[27] << 8 for r in vals), dtype=np.uint16, count=n)
+            depth = np.fromiter((r[46] | r[47] << 8 if len(r) >= 48 else 0 for r in vals),
+                                dtype=np.uint16, count=n)
         order = np.argsort(inos, kind="stable")
         self.inos = inos[order]
         self.mode = mode[order]
         self.links = links[order]
+        self.depth = depth[order]  # i_block's eh_depth field (meaningful for extent files)
 
     def find(self, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, index into the arrays) for inode numbers ``want``."""

@@ -19,6 +19,7 @@ from .context import Abort, Context
 from .dups import pass1b
 from .journal import check_journal, check_journal_backup
 from .p0_tables import TablePlan, check_desc, drop_claims, relocate
+from .p1e_optimize import pass1e
 from .pass1 import Pass1
 from .pass2 import Pass2
 from .pass3 import Pass3
@@ -44,7 +45,7 @@ class FsckContext(Context):
         answer = super().ask(code, **loc)
         if self.mode == "p" and not answer:
             p = P.TABLE[code]
-            if p.prompt and not p.flags & (P.PREEN_OK | P.INFO | P.NO_FIX):
+            if p.prompt and not p.flags & (P.PREEN_OK | P.INFO | P.NO_FIX | P.PREEN_NO):
                 raise PreenHalt(p.name)
         return answer
 
@@ -274,6 +275,7 @@ def _passes(ctx: Context, plan: TablePlan | None = None) -> None:
     if plan.move and ctx.writable:  # the block map costs a bit per block: only when needed
         relocate(ctx, st, al._block_map(), st.extra_blocks.append, plan)
     pass1b(ctx, st, al)
+    pass1e(ctx, st)
     _tick(ctx, 2)
     Pass2(ctx, st, al).run()
     _tick(ctx, 3)

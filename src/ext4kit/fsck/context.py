@@ -81,6 +81,8 @@ class Context:
     def ask(self, code: int, **loc: Any) -> bool:
         """Record a finding; True when its fix is to be applied."""
         p = P.TABLE[code]
+        if self.mode == "p" and p.flags & P.PREEN_NO:
+            return False  # not asked, not reported
         if p.flags & P.INFO:
             answer = False
         elif p.flags & P.NO_FIX:

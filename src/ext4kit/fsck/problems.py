@@ -25,6 +25,9 @@ INFO = 0x8
 # extent-node checksum fix): e2fsck does not count it as modifying the file system, so
 # on its own it leaves the exit code 0
 NOT_CHANGED = 0x10
+# preen answers no without a word (e2fsck's PR_PREEN_NO | PR_PREEN_NOMSG): an optimisation
+# -p leaves alone instead of stopping the run
+PREEN_NO = 0x20
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ EXTENT_IDX_START = _p(0x010013, "EXTENT_IDX_START", "inode {ino} extent index no
 EXTENT_END_OOB = _p(0x010014, "EXTENT_END_OOB", "inode {ino} extent at logical {lblk} is beyond its parent's range", "Clear", PREEN_OK)
 EXTENT_ZERO_LEN = _p(0x010015, "EXTENT_ZERO_LEN", "inode {ino} has a zero-length extent (physical {block})", "Clear")
 EXTENT_TOO_DEEP = _p(0x010016, "EXTENT_TOO_DEEP", "inode {ino} extent tree could be more shallow ({value}; could be <= {want})", "Fix", PREEN_OK | NO_OK)
+# pass 1E optimisations (e2fsck: PR_NO_OK | PR_PREEN_NO | PR_NOT_A_FIX): never an error
+EXTENT_CAN_COLLAPSE = _p(0x01E001, "EXTENT_CAN_COLLAPSE", "inode {ino} extent tree (at level {level}) could be shorter", "Optimize", NO_OK | NOT_CHANGED | PREEN_NO)
+EXTENT_CAN_NARROW = _p(0x01E002, "EXTENT_CAN_NARROW", "inode {ino} extent tree (at level {level}) could be narrower", "Optimize", NO_OK | NOT_CHANGED | PREEN_NO)
 EXTENTS_FL_MISSING = _p(0x010017, "EXTENTS_FL_MISSING", "inode {ino} is missing EXTENTS_FL, but is in extent format", "Fix", PREEN_OK)
 FAST_SYMLINK_EXTENT = _p(0x010018, "FAST_SYMLINK_EXTENT", "fast symlink {ino} has EXTENTS_FL set", "Clear")
 DUP_BLOCKS = _p(0x010019, "DUP_BLOCKS", "inode {ino} has {count} multiply-claimed block(s), shared with {shared}", "Clone")
