@@ -304,8 +304,10 @@ class FileSystem:
     def _group_first_block(self, g: int) -> int:
         return self.sb.f["s_first_data_block"] + g * self.sb.f["s_blocks_per_group"]
 
-    def group_desc_location(self, g: int) -> tuple[int, int]:
-        """(block, byte offset in block) of group descriptor ``g``."""
+    def group_desc_location(self, g: int, primary: bool = False) -> tuple[int, int]:
+        """(block, byte offset in block) of group descriptor ``g`` in the table this file
+        system was opened from (``primary``: the primary table even when opened from a
+        backup superblock)."""
         sb = self.sb
         dsz = sb.desc_size
         dpb = self.block_size // dsz
@@ -313,7 +315,7 @@ class FileSystem:
             first = (g // dpb) * dpb
             blk = self._group_first_block(first) + (1 if sb.is_sparse_group(first) else 0)
             return blk, (g % dpb) * dsz
-        if self.sb_block is None:
+        if self.sb_block is None or primary:
             base = sb.f["s_first_data_block"] + 1
         else:
             base = self.sb_block + 1

@@ -347,9 +347,7 @@ class WritableFileSystem(WriteOps, FileSystem):
         sb = self.sb
         free_blocks = sum(gd.free_blocks_count for gd in self.groups)
         free_inodes = sum(gd.free_inodes_count for gd in self.groups)
-        sb.f["s_free_blocks_count_lo"] = free_blocks & 0xFFFFFFFF
-        if sb.has_incompat("64bit"):
-            sb.f["s_free_blocks_count_hi"] = free_blocks >> 32
+        sb.free_blocks_count = free_blocks
         sb.f["s_free_inodes_count"] = free_inodes
         self.write_superblock(h)
         self.free_blocks_delta = self.free_inodes_delta = 0

@@ -290,12 +290,8 @@ def _passes(ctx: Context, plan: TablePlan | None = None) -> None:
     if ctx.writable:
         for ino in sorted(st.changed):
             raw = st.inodes.get(ino)
-            if raw is None:
-                raw_any = p1_raw(ctx, st, ino)
-                if raw_any is None:
-                    continue
-                raw = raw_any
-            ctx.write_inode(ino, raw)
+            if raw is not None:
+                ctx.write_inode(ino, raw)
     _tick(ctx, 5)
     Pass5(ctx, st).run()
     ctx.report.stats.update({
@@ -321,10 +317,6 @@ def _check_due(sb: Superblock) -> bool:
 def _tick(ctx: Context, pass_no: int) -> None:
     if ctx.progress is not None:
         ctx.progress(pass_no, 0, 1)
-
-
-def p1_raw(ctx: Context, st, ino: int):  # type: ignore[no-untyped-def]
-    return None
 
 
 def _finish_super(ctx: Context) -> None:

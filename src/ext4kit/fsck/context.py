@@ -65,6 +65,10 @@ class Context:
         self.is64 = sb.has_incompat("64bit")
         self.largedir = sb.has_incompat("large_dir")
         self.encrypt = sb.has_incompat("encrypt")
+        # past s_first_ino yet never the target of an entry (e2fsck's PR_2_BAD_INO):
+        # the quota files and the orphan file
+        self.special_inodes = {sb.f["s_usr_quota_inum"], sb.f["s_grp_quota_inum"],
+                               sb.f["s_prj_quota_inum"], sb.f["s_orphan_file_inum"]} - {0}
         # pending writes
         self.dirty: dict[int, bytearray] = {}
         self.dirty_groups: set[int] = set()
@@ -228,17 +232,6 @@ class Context:
     def bitmap_csum(self, data: bytes | bytearray, nbytes: int) -> int:
         return crc32c_raw(self.csum_seed, bytes(data[:nbytes]))
 
-    def primary_gd_location(self, g: int) -> tuple[int, int]:
-        sb = self.sb
-        dsz = sb.desc_size
-        dpb = self.bs // dsz
-        if sb.has_incompat("meta_bg") and g >= sb.f["s_first_meta_bg"] * dpb:
-            first = (g // dpb) * dpb
-            blk = self.group_first(first) + (1 if sb.is_sparse_group(first) else 0)
-            return blk, (g % dpb) * dsz
-        return self.first_data_block + 1 + g // dpb, (g % dpb) * dsz
-
-    # ------------------------------------------------------------------ commit
     def flush(self) -> None:
         """Write every pending change to the device (descriptors and superblock last)."""
         if not self.writable:
@@ -248,7 +241,7 @@ class Context:
             gd = self.groups[g]
             if self.csum_feature:
                 gd.f["bg_checksum"] = self.gd_checksum(g)
-            blk, off = self.primary_gd_location(g)
+            blk, off = self.fs.group_desc_location(g, primary=True)
             if not 0 < blk < self.blocks_count:
                 continue
             buf = bytearray(self.block(blk))

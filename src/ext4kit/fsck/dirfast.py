@@ -152,10 +152,8 @@ def classify(ctx: Context, st: State, work: list[tuple[int, int, int]],
     n_ino = ctx.inodes_count
     inrange = ((dino == ROOT_INO) | (dino >= ctx.first_ino)) & (dino <= n_ino)
     bad |= live & ~inrange
-    special = [v for v in (ctx.sb.f["s_usr_quota_inum"], ctx.sb.f["s_grp_quota_inum"],
-                           ctx.sb.f["s_prj_quota_inum"], ctx.sb.f["s_orphan_file_inum"]) if v]
-    if special:
-        bad |= live & np.isin(dino, np.asarray(special, dtype=np.int64))
+    if ctx.special_inodes:
+        bad |= live & np.isin(dino, np.asarray(sorted(ctx.special_inodes), dtype=np.int64))
     d = np.where(live & inrange, dino, 0)
     bad |= live & (nl == 0)
     bad |= live & (d == ROOT_INO)

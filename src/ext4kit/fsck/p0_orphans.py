@@ -115,13 +115,7 @@ def release_inode(ctx: Context, ino: int, raw: bytes | bytearray) -> bool:
                 _write_ea(ctx, acl, buf)
             else:
                 runs.append((acl, 1))
-    blocks = np.unique(np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n in runs])) \
-        if runs else np.zeros(0, dtype=np.int64)
-    freed = 0
-    if len(blocks):
-        groups = (blocks - ctx.first_data_block) // ctx.bpg
-        for g in np.unique(groups).tolist():
-            freed += _free_in_group(ctx, int(g), blocks[groups == g])
+    free_blocks(ctx, blocks_of(runs))
     g, idx = divmod(ino - 1, ctx.ipg)
     gd = ctx.groups[g]
     if not (ctx.csum_feature and gd.flags & BG_INODE_UNINIT) and ctx.valid_block(gd.inode_bitmap):
@@ -135,20 +129,40 @@ def release_inode(ctx: Context, ino: int, raw: bytes | bytearray) -> bool:
             if U16.unpack_from(raw, 0)[0] & S_IFMT == S_IFDIR and gd.used_dirs_count:
                 ctx.set_gd(g, "bg_used_dirs_count", gd.used_dirs_count - 1)
             ctx.sb.f["s_free_inodes_count"] = min(ctx.inodes_count, ctx.sb.f["s_free_inodes_count"] + 1)
-    if freed:
-        total = ctx.sb.free_blocks_count + freed
-        ctx.sb.f["s_free_blocks_count_lo"] = total & 0xFFFFFFFF
-        if ctx.is64:
-            ctx.sb.f["s_free_blocks_count_hi"] = total >> 32
     ctx.dirty_super()
     return True
+
+
+def blocks_of(runs: list[tuple[int, int]]) -> np.ndarray:
+    """The distinct block numbers of (start, length) runs, sorted."""
+    if not runs:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n in runs]))
+
+
+def free_blocks(ctx: Context, blocks: np.ndarray) -> int:
+    """Mark the (distinct) ``blocks`` free in their groups' on-disk bitmaps, bitmap checksums
+    and group / superblock free counts (e2fsck's ext2fs_block_alloc_stats: such frees are
+    not bitmap differences for pass 5); returns how many were in use. Groups whose
+    bitmap is uninitialised or unusable are left to pass 5."""
+    if not len(blocks):
+        return 0
+    groups = (blocks - ctx.first_data_block) // ctx.bpg
+    total = 0
+    for g in np.unique(groups).tolist():
+        total += _free_in_group(ctx, int(g), blocks[groups == g])
+    if total:
+        ctx.sb.free_blocks_count += total
+        ctx.dirty_super()
+    return total
 
 
 def _free_in_group(ctx: Context, g: int, blocks: np.ndarray) -> int:
     if not 0 <= g < ctx.ngroups:
         return 0
     gd = ctx.groups[g]
-    if (ctx.csum_feature and gd.flags & BG_BLOCK_UNINIT) or not ctx.valid_block(gd.block_bitmap):
+    if (ctx.csum_feature and gd.flags & BG_BLOCK_UNINIT) or not ctx.valid_block(gd.block_bitmap) \
+            or g in ctx.bad_tables:
         return 0
     n = ctx.group_blocks(g)
     raw = ctx.block(gd.block_bitmap)
@@ -207,18 +221,9 @@ def truncate_inode(ctx: Context, ino: int, raw: bytearray) -> bool:
         return False
     if not freed:
         return True
-    blocks = np.unique(np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n in freed]))
-    groups = (blocks - ctx.first_data_block) // ctx.bpg
-    total = 0
-    for g in np.unique(groups).tolist():
-        total += _free_in_group(ctx, int(g), blocks[groups == g])
-    if total:
-        sbfree = ctx.sb.free_blocks_count + total
-        ctx.sb.f["s_free_blocks_count_lo"] = sbfree & 0xFFFFFFFF
-        if ctx.is64:
-            ctx.sb.f["s_free_blocks_count_hi"] = sbfree >> 32
-        ctx.dirty_super()
-    n = int(len(blocks))
+    blocks = blocks_of(freed)
+    free_blocks(ctx, blocks)
+    n = len(blocks)
     unit = 1 if flags & HUGE_FILE_FL else ctx.bs // 512
     have = U32.unpack_from(raw, 28)[0] | U16.unpack_from(raw, 116)[0] << 32
     have = max(0, have - n * unit)

@@ -22,6 +22,7 @@ from . import problems as P
 from .arrays import InodeArrays
 from .context import Context
 from .dups import _drop_claims
+from .p0_orphans import free_blocks
 from .p1_extents import _ENT, _HDR, _IDX, EXT_MAGIC, blocks_needed, build_tree, max_extent_depth
 from .state import U16, U32, flags_of, generation_of
 
@@ -144,29 +145,6 @@ def pass1e(ctx: Context, st: Any) -> None:
         _rebuild(ctx, st, todo)
 
 
-def _release(ctx: Context, blk: int) -> None:
-    """Mark a released node block free in its group's bitmap and the free counts (e2fsck's
-    ext2fs_block_alloc_stats: pass 1E's frees are not bitmap differences for pass 5)."""
-    g = ctx.group_of_block(blk)
-    gd = ctx.groups[g]
-    if gd.flags & BG_BLOCK_UNINIT or not ctx.valid_block(gd.block_bitmap) or g in ctx.bad_tables:
-        return
-    bit = blk - ctx.group_first(g)
-    buf = bytearray(ctx.block(gd.block_bitmap))
-    if not buf[bit >> 3] & (1 << (bit & 7)):
-        return
-    buf[bit >> 3] &= ~(1 << (bit & 7)) & 0xFF
-    ctx.write_block(gd.block_bitmap, buf)
-    if ctx.metadata_csum:
-        ctx.set_gd(g, "bg_block_bitmap_csum", ctx.bitmap_csum(buf, ctx.sb.f["s_clusters_per_group"] // 8))
-    ctx.set_gd(g, "bg_free_blocks_count", gd.free_blocks_count + 1)
-    total = ctx.sb.free_blocks_count + 1
-    ctx.sb.f["s_free_blocks_count_lo"] = total & 0xFFFFFFFF
-    if ctx.is64:
-        ctx.sb.f["s_free_blocks_count_hi"] = total >> 32
-    ctx.dirty_super()
-
-
 def _rebuild(ctx: Context, st: Any, todo: list[tuple[int, _Tree]]) -> None:
     if ctx.sb.has_ro("bigalloc"):
         return  # node blocks are freed by the cluster there: not handled
@@ -186,8 +164,7 @@ def _rebuild(ctx: Context, st: Any, todo: list[tuple[int, _Tree]]) -> None:
         freed = sorted(set(t.nodes) - set(used))
         if freed:
             _drop_claims(st, ino, freed)
-            for b in freed:
-                _release(ctx, b)
+            free_blocks(ctx, np.asarray(freed, dtype=np.int64))
             unit = 1 if ctx.huge_file and flags_of(raw) & HUGE_FILE_FL else ctx.bs // 512
             have = U32.unpack_from(raw, 28)[0] | (U16.unpack_from(raw, 116)[0] << 32 if ctx.huge_file else 0)
             want = max(0, have - len(freed) * unit)

@@ -4,7 +4,6 @@ and the inodes pass 1 found doubtful (judged when an entry reaches them)."""
 
 from __future__ import annotations
 
-import functools
 import struct
 
 from ..ondisk import dirent as de
@@ -31,15 +30,8 @@ from .state import (
 )
 
 INDEX_FL = 0x1000
-
-
-def special_inodes(ctx: Context) -> set[int]:
-    f = ctx.sb.f
-    return {f["s_usr_quota_inum"], f["s_grp_quota_inum"], f["s_prj_quota_inum"],
-            f["s_orphan_file_inum"]} - {0}
-
 ENCRYPT_FL = 0x800
-_DIRENT = struct.Struct("<IHBB")
+_DIRENT = de.DIRENT
 
 
 class Pass2:
@@ -49,12 +41,6 @@ class Pass2:
         self.al = al  # for the blocks repairs allocate (one is made when none is given)
         self.htree_bad: set[int] = set()
         self.dx_blocks: dict[int, set[int]] = {}  # dir -> lblks that are htree nodes
-
-    @functools.cached_property
-    def special(self) -> set[int]:
-        """Inodes no entry may name although they are past s_first_ino (e2fsck's
-        PR_2_BAD_INO): the quota files and the orphan file."""
-        return special_inodes(self.ctx)
 
     def run(self) -> None:
         ctx, st = self.ctx, self.st
@@ -201,12 +187,11 @@ class Pass2:
                         ctx.fail("no room for a checksum tail")
         if is_dx and not is_dx_root:
             # an interior htree node: one empty entry spanning the block
-            return self.count_nothing()
+            return
         off = 0
         prev = -1
         dot_state = 0 if lblk == 0 else 2
         names: set[bytes] = set()
-        dx_root_end = None
         inodes, cleared_set, bad_map, refs = st.inodes, st.cleared, st.bad, st.refs
         dirs, inline_dirs = st.dirs, st.inline_dirs
         first_ino, filetype = ctx.first_ino, ctx.filetype
@@ -225,8 +210,6 @@ class Pass2:
                 break
             dino, rl_raw, nl, ft = _DIRENT.unpack_from(buf, off)
             rl = de.rec_len_from_disk(rl_raw, bs)
-            if not ctx.filetype:
-                nl = nl | (ft << 8) if False else nl
             bad = (off + rl > end or rl < 12 or rl % 4 or 8 + nl > rl)
             if bad:
                 if ctx.ask(P.DIR_CORRUPTED, ino=ino, lblk=lblk, offset=off):
@@ -287,16 +270,12 @@ class Pass2:
                         refs[ROOT_INO] = refs.get(ROOT_INO, 0) + 1
                         modified = True
                     st.dotdot[ino] = 0
-                    if is_dx_root:
-                        dx_root_end = off + rl
                     prev = off
                     off += rl
                     continue
                 st.dotdot[ino] = dino
                 if dino:
                     st.refs[dino] = st.refs.get(dino, 0) + 1
-                if is_dx_root:
-                    dx_root_end = off + rl
                 prev = off
                 off += rl
                 continue
@@ -309,7 +288,7 @@ class Pass2:
             if dino == ino:
                 problem = P.ENTRY_LINK_DOT
             elif (dino != ROOT_INO and dino < ctx.first_ino) or dino > ctx.inodes_count \
-                    or dino in self.special:
+                    or dino in ctx.special_inodes:
                 problem = P.ENTRY_BAD_INODE
             elif name == b".":
                 problem = P.DUP_DOT
@@ -389,8 +368,6 @@ class Pass2:
                             st.lost_found = dino
             prev = off
             off += rl
-        if dx_root_end is not None:
-            pass
         if modified:
             if want_tail and not de.has_tail(memoryview(buf)):
                 buf[bs - de.TAIL_SIZE:] = _DIRENT.pack(0, de.TAIL_SIZE, 0, de.TAIL_FT) + bytes(4)
@@ -398,9 +375,6 @@ class Pass2:
         elif csum_bad:
             if ctx.ask(P.DIR_CSUM, ino=ino, lblk=lblk):
                 ctx.write_dir_block(pblk, buf, ino, generation_of(raw))
-
-    def count_nothing(self) -> None:
-        return None
 
     def encrypted_problem(self, dino: int, nl: int) -> int | None:
         """e2fsck's check_encrypted_dirent: an encrypted name is at least one cipher block
@@ -412,18 +386,6 @@ class Pass2:
                 and not flags_of(traw) & ENCRYPT_FL:
             return P.UNENCRYPTED_FILE
         return None
-
-    def in_uninit(self, dino: int) -> bool:
-        ctx = self.ctx
-        if not ctx.csum_feature or dino > ctx.inodes_count:
-            return False
-        g, idx = divmod(dino - 1, ctx.ipg)
-        if g >= ctx.ngroups:
-            return False
-        live = self.__dict__.get("_live")
-        if live is None:
-            live = self._live = [live_inodes(ctx, k) for k in range(ctx.ngroups)]
-        return idx >= live[g]
 
     def uninit_fix(self, g: int, dino: int) -> None:
         ctx = self.ctx
@@ -441,9 +403,6 @@ class Pass2:
     def salvage(self, buf: bytearray, prev: int, off: int, end: int, rl: int, nl: int,
                 dino: int) -> int | None:
         """e2fsck's salvage_directory; returns the next offset (None: re-read at off)."""
-        left = end - off - rl
-        if left >= 12 and rl == 8 and False:
-            pass
         if rl == 8 and end - off >= 20:
             n = end - off
             buf[off: off + n - 8] = buf[off + 8: off + n]

@@ -185,9 +185,7 @@ class Pass5:
         sbfree = ctx.sb.free_blocks_count
         if sbfree != total_free:
             if ctx.ask(P.FREE_BLOCKS, value=sbfree, want=total_free):
-                ctx.sb.f["s_free_blocks_count_lo"] = total_free & 0xFFFFFFFF
-                if ctx.is64:
-                    ctx.sb.f["s_free_blocks_count_hi"] = total_free >> 32
+                ctx.sb.free_blocks_count = total_free
                 ctx.dirty_super()
 
     def write_block_bitmap(self, g: int, want: np.ndarray) -> None:

@@ -308,6 +308,12 @@ class Superblock:
         hi = self.f["s_free_blocks_count_hi"] if self.has_incompat("64bit") else 0
         return self.f["s_free_blocks_count_lo"] | (hi << 32)
 
+    @free_blocks_count.setter
+    def free_blocks_count(self, n: int) -> None:
+        self.f["s_free_blocks_count_lo"] = n & 0xFFFFFFFF
+        if self.has_incompat("64bit"):
+            self.f["s_free_blocks_count_hi"] = n >> 32
+
     @property
     def group_count(self) -> int:
         f = self.f
